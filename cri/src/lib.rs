@@ -1,0 +1,1 @@
+//! podctl cri (work in progress; see docs/architecture.md).

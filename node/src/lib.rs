@@ -1,0 +1,1 @@
+//! podctl node (work in progress; see docs/architecture.md).

@@ -1,0 +1,1 @@
+//! podctl runtime (work in progress; see docs/architecture.md).

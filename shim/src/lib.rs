@@ -1,0 +1,1 @@
+//! podctl shim (work in progress; see docs/architecture.md).

@@ -1,0 +1,1 @@
+//! podctl test bed: registry fixture and image fixtures.
