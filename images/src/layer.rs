@@ -246,21 +246,17 @@ fn consume(
         let stats = tmp
             .as_ref()
             .map(|t| unpack_layer(&mut tee, job.compression, &t.join("fs"), opts, &job.ctx));
-        let stats = match stats {
-            Some(Err(e)) => {
-                return Err(match &tee.stream_error {
-                    Some(why) => truncated(job, tee.count, why.clone()),
-                    None => e,
-                });
-            }
-            Some(Ok(s)) => Some(s),
-            None => None,
-        };
-        // Whatever the unpacker left unread still belongs to the blob.
-        if let Err(e) = io::copy(&mut tee, &mut io::sink()) {
-            return Err(match &tee.stream_error {
-                Some(why) => truncated(job, tee.count, why.clone()),
-                None => ImageError::Layer {
+        // Whatever the unpacker left unread still belongs to the blob; read
+        // it all so the digest decides whether bad data was the registry's
+        // (or a stale partial file's) fault or the layer's own.
+        let drained = io::copy(&mut tee, &mut io::sink());
+        if let Some(why) = &tee.stream_error {
+            return Err(truncated(job, tee.count, why.clone()));
+        }
+        if let Err(e) = drained {
+            return Err(match stats {
+                Some(Err(unpack_err)) => unpack_err,
+                _ => ImageError::Layer {
                     image: job.ctx.image.clone(),
                     layer: job.ctx.layer.clone(),
                     reason: e.to_string(),
@@ -279,6 +275,7 @@ fn consume(
                 actual: actual.to_string(),
             });
         }
+        let stats = stats.transpose()?;
         tee.partial.sync_all().ctx("fsync", &partial_path)?;
         let blob = store.blob_path(&job.desc.digest);
         fs::rename(&partial_path, &blob).ctx("rename", &blob)?;

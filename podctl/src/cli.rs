@@ -11,7 +11,12 @@ use crate::images_cmd;
 #[command(name = "podctl", version, about)]
 pub struct Cli {
     /// Persistent state (images, snapshots).
-    #[arg(long, global = true, env = "PODCTL_ROOT", default_value = "/var/lib/podctl")]
+    #[arg(
+        long,
+        global = true,
+        env = "PODCTL_ROOT",
+        default_value = "/var/lib/podctl"
+    )]
     pub root: PathBuf,
     /// Registry hosts configuration (TOML: mirrors, insecure hosts, auths).
     #[arg(long, global = true, env = "PODCTL_REGISTRY_CONFIG")]

@@ -88,7 +88,11 @@ pub async fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<()> {
     if !a.quiet {
         eprintln!(
             "pulled {} ({} layers, {} fetched, {} cached) in {secs:.2}s",
-            rec.repo_tags.first().or(rec.repo_digests.first()).map(String::as_str).unwrap_or("image"),
+            rec.repo_tags
+                .first()
+                .or(rec.repo_digests.first())
+                .map(String::as_str)
+                .unwrap_or("image"),
             rec.layers.len(),
             stats.layers_fetched,
             stats.layers_cached
@@ -173,12 +177,20 @@ pub fn images(ctx: &Context, a: ImagesArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    println!("{:<60} {:<16} {:<14} {:>10}", "IMAGE", "TAG", "IMAGE ID", "SIZE");
+    println!(
+        "{:<60} {:<16} {:<14} {:>10}",
+        "IMAGE", "TAG", "IMAGE ID", "SIZE"
+    );
     for i in &list {
         let names: Vec<(String, String)> = if i.repo_tags.is_empty() {
             i.repo_digests
                 .iter()
-                .map(|d| (d.split('@').next().unwrap_or(d).to_string(), "<none>".into()))
+                .map(|d| {
+                    (
+                        d.split('@').next().unwrap_or(d).to_string(),
+                        "<none>".into(),
+                    )
+                })
                 .collect()
         } else {
             i.repo_tags
@@ -190,7 +202,11 @@ pub fn images(ctx: &Context, a: ImagesArgs) -> anyhow::Result<()> {
                 .collect()
         };
         for (name, tag) in names {
-            println!("{name:<60} {tag:<16} {:<14} {:>10}", i.id.short(), human(i.size));
+            println!(
+                "{name:<60} {tag:<16} {:<14} {:>10}",
+                i.id.short(),
+                human(i.size)
+            );
         }
     }
     Ok(())

@@ -1,1 +1,59 @@
-//! podctl test bed: registry fixture and image fixtures.
+//! podctl's test bed: a real registry on 127.0.0.1 (Debian's
+//! `docker-registry`), deterministic OCI images built from this machine's
+//! Debian packages, and a small registry v2 push client to upload them.
+
+pub mod fixtures;
+pub mod oci;
+pub mod push;
+pub mod registry;
+pub mod token;
+
+/// Errors of the test bed.
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("command {cmd}: {reason}")]
+    Command { cmd: String, reason: String },
+    #[error("registry at {url}: {reason}")]
+    Registry { url: String, reason: String },
+    #[error("http {url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// Result alias of the test bed.
+pub type Result<T, E = TestbedError> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(
+    what: &'static str,
+    path: impl std::fmt::Display,
+) -> impl FnOnce(std::io::Error) -> TestbedError {
+    let path = path.to_string();
+    move |source| TestbedError::Io { what, path, source }
+}
+
+/// sha256 digest string of bytes.
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// Path of a workspace binary (`podctl`) built next to the test executables.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let mut dir = exe.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join(name)
+}
