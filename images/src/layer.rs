@@ -114,9 +114,10 @@ pub(crate) enum Attempt {
     Interrupted(ImageError),
 }
 
-/// What the network side needs: a response already opened at `offset`.
+/// What the network side needs: a response already opened at `offset`,
+/// or none when the partial file already holds the whole blob.
 pub(crate) struct Download {
-    pub response: reqwest::Response,
+    pub response: Option<reqwest::Response>,
     /// Byte offset the response body starts at.
     pub offset: u64,
 }
@@ -132,6 +133,11 @@ pub(crate) fn partial_len(store: &Store, desc: &Descriptor) -> u64 {
         }
         Err(_) => 0,
     }
+}
+
+/// Forget a partial download.
+pub(crate) fn discard_partial(store: &Store, desc: &Descriptor) {
+    let _ = fs::remove_file(store.partial_path(&desc.digest));
 }
 
 /// Stream `download` into the store and, unless the snapshot exists,
@@ -156,8 +162,11 @@ pub(crate) async fn fetch_and_unpack(
             consume(&store, &job, Some(rx), resumed_from, &opts, progress)
         })
     };
-    let mut stream = download.response.bytes_stream();
     let mut net_err = None;
+    let mut stream = match download.response {
+        Some(r) => r.bytes_stream().boxed(),
+        None => futures::stream::empty().boxed(),
+    };
     while let Some(item) = stream.next().await {
         match item {
             Ok(chunk) => {

@@ -448,20 +448,36 @@ impl Puller {
         loop {
             attempts += 1;
             let offset = layer::partial_len(&self.store, &job.desc);
-            let resp = self
-                .client
-                .get_blob(target, &job.desc.digest.to_string(), offset)
-                .await?;
-            let start = if offset > 0 && resp.status() == StatusCode::PARTIAL_CONTENT {
-                offset
+            let (response, start) = if offset == job.desc.size {
+                (None, offset) // all bytes are here; verify and unpack them
             } else {
-                0
+                let resp = match self
+                    .client
+                    .get_blob(target, &job.desc.digest.to_string(), offset)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(ImageError::Registry { reason, .. })
+                        if offset > 0 && reason.starts_with("416") && attempts < LAYER_ATTEMPTS =>
+                    {
+                        // The registry cannot continue this partial file: start over.
+                        layer::discard_partial(&self.store, &job.desc);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let start = if offset > 0 && resp.status() == StatusCode::PARTIAL_CONTENT {
+                    offset
+                } else {
+                    0
+                };
+                (Some(resp), start)
             };
             let res = layer::fetch_and_unpack(
                 self.store.clone(),
                 job.clone(),
                 Download {
-                    response: resp,
+                    response,
                     offset: start,
                 },
                 self.unpack.clone(),

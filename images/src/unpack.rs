@@ -176,14 +176,14 @@ fn apply_tar(
                 }
                 entry
                     .unpack(&target)
-                    .map_err(|e| ctx.layer_err(format!("{}: {e}", shown.display())))?;
+                    .map_err(|e| ctx.layer_err(format!("{}: {}", shown.display(), chain(&e))))?;
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 remove_any(&target).ctx("remove", &target)?;
                 size += entry.size();
                 entry
                     .unpack(&target)
-                    .map_err(|e| ctx.layer_err(format!("{}: {e}", shown.display())))?;
+                    .map_err(|e| ctx.layer_err(format!("{}: {}", shown.display(), chain(&e))))?;
             }
             EntryType::Symlink => {
                 let link = entry
@@ -254,6 +254,18 @@ fn apply_tar(
         }
     }
     Ok((size, count))
+}
+
+/// An error with its causes, `outer: inner: ...`.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }
 
 /// Normalise an archive path: strip `./`, refuse absolute paths and `..`.
