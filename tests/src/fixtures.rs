@@ -252,7 +252,7 @@ pub fn big(total: usize) -> Image {
             let mut i = 0u64;
             while done < per_layer {
                 let size = [4 << 10, 64 << 10, 512 << 10, 4 << 20][(i % 4) as usize];
-                let data = if i.is_multiple_of(2) {
+                let data = if (i / 4).is_multiple_of(2) {
                     noise(li * 1_000_003 + i, size)
                 } else {
                     words.iter().cycle().take(size).copied().collect()
