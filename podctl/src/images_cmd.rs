@@ -87,7 +87,7 @@ pub async fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<()> {
     println!("{}", rec.id);
     if !a.quiet {
         eprintln!(
-            "pulled {} ({} layers, {} fetched, {} cached) in {secs:.2}s",
+            "pulled {} ({} layers, {} fetched, {} resumed, {} cached) in {secs:.2}s",
             rec.repo_tags
                 .first()
                 .or(rec.repo_digests.first())
@@ -95,6 +95,7 @@ pub async fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<()> {
                 .unwrap_or("image"),
             rec.layers.len(),
             stats.layers_fetched,
+            stats.layers_resumed,
             stats.layers_cached
         );
     }

@@ -23,7 +23,11 @@ impl Pusher {
     pub fn new(base: &str, creds: Option<(&str, &str)>) -> Self {
         Pusher {
             base: base.trim_end_matches('/').to_string(),
-            client: Client::new(),
+            // Test registries use self-signed certificates.
+            client: Client::builder()
+                .danger_accept_invalid_certs(true)
+                .build()
+                .unwrap_or_default(),
             creds: creds.map(|(u, p)| (u.to_string(), p.to_string())),
             auth: HashMap::new(),
         }

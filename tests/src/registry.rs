@@ -24,12 +24,15 @@ pub enum Auth {
         user: String,
         pass: String,
     },
+    /// No auth, but HTTPS with a self-signed certificate for 127.0.0.1.
+    Tls,
 }
 
 /// A running registry.
 pub struct Registry {
     child: Child,
     port: u16,
+    tls: bool,
     dir: tempfile::TempDir,
     realm: Option<TokenRealm>,
 }
@@ -50,6 +53,7 @@ impl Registry {
                     return Ok(Registry {
                         child,
                         port,
+                        tls: matches!(auth, Auth::Tls),
                         dir,
                         realm,
                     })
@@ -68,8 +72,41 @@ impl Registry {
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).map_err(io_err("create", storage.display()))?;
         let mut realm = None;
+        let mut tls_yaml = String::new();
         let auth_yaml = match auth {
             Auth::None => String::new(),
+            Auth::Tls => {
+                let key = dir.path().join("tls.key").display().to_string();
+                let crt = dir.path().join("tls.crt").display().to_string();
+                let out = Command::new("openssl")
+                    .args([
+                        "req",
+                        "-x509",
+                        "-newkey",
+                        "rsa:2048",
+                        "-nodes",
+                        "-keyout",
+                        &key,
+                        "-out",
+                        &crt,
+                        "-days",
+                        "2",
+                        "-subj",
+                        "/CN=127.0.0.1",
+                        "-addext",
+                        "subjectAltName=IP:127.0.0.1",
+                    ])
+                    .output()
+                    .map_err(io_err("run", "openssl req"))?;
+                if !out.status.success() {
+                    return Err(TestbedError::Command {
+                        cmd: "openssl req".into(),
+                        reason: String::from_utf8_lossy(&out.stderr).into(),
+                    });
+                }
+                tls_yaml = format!("  tls:\n    certificate: {crt}\n    key: {key}\n");
+                String::new()
+            }
             Auth::Basic { user, pass } => {
                 let out = Command::new("htpasswd")
                     .args(["-Bbn", user, pass])
@@ -100,7 +137,7 @@ impl Registry {
             }
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls_yaml}{auth_yaml}",
             storage.display()
         );
         let cfg_path = dir.path().join("config.yml");
@@ -116,9 +153,20 @@ impl Registry {
             .stderr(log2)
             .spawn()
             .map_err(io_err("spawn", "/usr/bin/docker-registry"))?;
-        let url = format!("http://127.0.0.1:{port}/v2/");
+        let scheme = if matches!(auth, Auth::Tls) {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://127.0.0.1:{port}/v2/");
         let deadline = Instant::now() + Duration::from_secs(15);
-        let client = reqwest::blocking::Client::new();
+        let client = reqwest::blocking::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .map_err(|e| TestbedError::Http {
+                url: url.clone(),
+                source: e,
+            })?;
         loop {
             if let Ok(resp) = client.get(&url).send() {
                 let s = resp.status().as_u16();
@@ -151,9 +199,10 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` for [`Auth::Tls`])
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn port(&self) -> u16 {

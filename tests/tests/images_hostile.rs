@@ -298,3 +298,53 @@ fn malformed_manifest_and_unknown_layer_types_are_refused() {
         "{msg}"
     );
 }
+
+/// A hostile registry (the real one refuses manifests over 4 MiB on upload)
+/// that answers every request with a huge JSON document.
+fn serve_huge_manifests(size: usize, chunked: bool) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let host = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut s = stream;
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = format!(
+                "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"annotations\":{{\"x\":\"{}\"}}}}",
+                "a".repeat(size)
+            );
+            let head = if chunked {
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n".to_string()
+            } else {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+            };
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(body.as_bytes());
+        }
+    });
+    host
+}
+
+#[test]
+fn oversized_manifests_are_refused() {
+    for chunked in [false, true] {
+        let host = serve_huge_manifests(5 << 20, chunked);
+        let reference = format!("{host}/hostile/huge:v1");
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = puller(dir.path(), RegistryConfig::default());
+        let err = pull(&p, &reference).err();
+        let msg = err.as_ref().map(|e| e.to_string()).unwrap_or_default();
+        assert!(matches!(err, Some(ImageError::TooLarge { .. })), "{msg}");
+        assert!(
+            msg.contains("manifest") && msg.contains(&reference) && msg.contains("4194304"),
+            "{msg}"
+        );
+    }
+}

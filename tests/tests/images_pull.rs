@@ -531,3 +531,124 @@ fn cli_pull_images_rmi() {
         "{err}"
     );
 }
+
+#[test]
+fn https_registries_are_verified_unless_configured_otherwise() {
+    let reg = Registry::start_with(Auth::Tls).unwrap_or_else(|e| panic!("{e}"));
+    let mut pusher = podctl_tests::push::Pusher::new(&reg.url(), None);
+    pusher
+        .image("podctl/layered", "v1", &fixtures::layered())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let reference = format!("{}/podctl/layered:v1", reg.host());
+    let mut cfg = RegistryConfig::default();
+    cfg.hosts.insert(
+        reg.host(),
+        HostConfig {
+            server: Some(reg.url()),
+            ..Default::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // The self-signed certificate is not in the system roots: refused.
+    let p = puller(dir.path(), cfg.clone());
+    let err = pull(&p, &reference)
+        .err()
+        .map(|e| format!("{e} {:?}", e))
+        .unwrap_or_default();
+    assert!(err.contains(&format!("https://{}", reg.host())), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // skip_verify for that host: accepted, over TLS.
+    if let Some(h) = cfg.hosts.get_mut(&reg.host()) {
+        h.skip_verify = true;
+    }
+    let p = puller(dir.path(), cfg);
+    let (rec, stats) = pull(&p, &reference).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stats.endpoint, reg.url());
+    assert_eq!(rec.layers.len(), 3);
+}
+
+#[test]
+fn killed_pull_resumes_on_the_next_run() {
+    let reg = Registry::start().unwrap_or_else(|e| panic!("{e}"));
+    let img = fixtures::big(6 << 20);
+    podctl_tests::push::Pusher::new(&reg.url(), None)
+        .image("podctl/mid", "v1", &img)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A slow link, so the pull is still running when it is killed.
+    let upstream: std::net::SocketAddr = reg.host().parse().unwrap_or_else(|e| panic!("{e}"));
+    let proxy = common::proxy::CuttingProxy::start_with_delay(
+        upstream,
+        usize::MAX,
+        0,
+        std::time::Duration::from_millis(8),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let reference = format!("{}/podctl/mid:v1", proxy.host());
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let bin = podctl_tests::workspace_bin("podctl");
+    let mut child = std::process::Command::new(&bin)
+        .arg("--root")
+        .arg(dir.path())
+        .args(["pull", "--quiet", &reference])
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let ingest = dir.path().join("images/ingest");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let partial_bytes = || -> u64 {
+        std::fs::read_dir(&ingest)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    while partial_bytes() < 200_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "download never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SIGKILL: no chance to clean up.
+    let _ = child.kill();
+    let _ = child.wait();
+    let kept = partial_bytes();
+    assert!(kept >= 200_000);
+    let store =
+        podctl_images::Store::open(dir.path().join("images")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        store.list().unwrap_or_default().is_empty(),
+        "no image recorded by the killed pull"
+    );
+
+    let out = std::process::Command::new(&bin)
+        .arg("--root")
+        .arg(dir.path())
+        .args(["pull", &reference])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        img.config_digest
+    );
+    let resumed = stderr
+        .split(" resumed")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    assert!(resumed >= 1, "{stderr}");
+    let rec = store.get(&reference).unwrap_or_else(|e| panic!("{e}"));
+    for (l, want) in rec.layers.iter().zip(&img.layers) {
+        assert_eq!(
+            std::fs::read(store.blob_path(&l.digest)).unwrap_or_default(),
+            want.blob
+        );
+    }
+    assert_eq!(partial_bytes(), 0);
+}

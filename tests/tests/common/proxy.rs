@@ -19,6 +19,17 @@ impl CuttingProxy {
     /// Listen on 127.0.0.1 and forward to `upstream`; cut at most `max_cuts`
     /// connections, each after `cut_after` response bytes.
     pub fn start(upstream: SocketAddr, cut_after: usize, max_cuts: usize) -> std::io::Result<Self> {
+        Self::start_with_delay(upstream, cut_after, max_cuts, std::time::Duration::ZERO)
+    }
+
+    /// Like [`CuttingProxy::start`], sleeping `delay` before relaying each
+    /// chunk of up to 16 KiB towards the client (a slow link).
+    pub fn start_with_delay(
+        upstream: SocketAddr,
+        cut_after: usize,
+        max_cuts: usize,
+        delay: std::time::Duration,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
@@ -31,7 +42,7 @@ impl CuttingProxy {
                     Ok((client, _)) => {
                         let cuts = cuts2.clone();
                         thread::spawn(move || {
-                            let _ = relay(client, upstream, cut_after, max_cuts, &cuts);
+                            let _ = relay(client, upstream, cut_after, max_cuts, &cuts, delay);
                         });
                     }
                     Err(_) => thread::sleep(std::time::Duration::from_millis(5)),
@@ -58,6 +69,7 @@ fn relay(
     cut_after: usize,
     max_cuts: usize,
     cuts: &AtomicUsize,
+    delay: std::time::Duration,
 ) -> std::io::Result<()> {
     client.set_nonblocking(false)?;
     let server = TcpStream::connect(upstream)?;
@@ -73,6 +85,9 @@ fn relay(
     let mut buf = [0u8; 16 * 1024];
     loop {
         let n = from.read(&mut buf)?;
+        if !delay.is_zero() {
+            thread::sleep(delay);
+        }
         if n == 0 {
             let _ = to.shutdown(Shutdown::Write);
             return Ok(());
