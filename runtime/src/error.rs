@@ -1,0 +1,48 @@
+//! Errors of the runtime, each naming the container or path involved.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("container {id}: not found")]
+    NotFound { id: String },
+    #[error("container {id}: {reason}")]
+    Container { id: String, reason: String },
+    #[error("container {id}: user {user:?}: {reason}")]
+    User {
+        id: String,
+        user: String,
+        reason: String,
+    },
+    #[error("shim {cmd} for container {id} failed: {reason}")]
+    Shim {
+        id: String,
+        cmd: String,
+        reason: String,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container {id}: invalid OCI spec: {reason}")]
+    Spec { id: String, reason: String },
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+pub(crate) trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| RuntimeError::Io {
+            op,
+            path: path.into(),
+            source,
+        })
+    }
+}

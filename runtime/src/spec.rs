@@ -1,0 +1,150 @@
+//! OCI runtime spec generation. The runtime-spec defaults (oci-spec's,
+//! which follow runc's: default mounts, masked and read-only paths) are the
+//! base; the container's process, identity, namespaces and resources go on
+//! top.
+
+use std::path::Path;
+
+use oci_spec::runtime::Spec;
+use serde_json::{json, Value};
+
+use crate::container::ContainerConfig;
+use crate::error::{Result, RuntimeError};
+use crate::user::Identity;
+
+/// Capabilities a container gets by default (containerd's and CRI-O's set).
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Build the spec for `cfg` with its rootfs at `rootfs`.
+pub fn build(
+    id: &str,
+    cfg: &ContainerConfig,
+    rootfs: &Path,
+    who: &Identity,
+    cgroups_path: &str,
+) -> Result<Spec> {
+    let bad = |reason: String| RuntimeError::Spec {
+        id: id.into(),
+        reason,
+    };
+    let base = serde_json::to_value(Spec::default()).map_err(|e| bad(e.to_string()))?;
+    let mut v = base;
+    let args: Vec<String> = cfg.command.iter().chain(cfg.args.iter()).cloned().collect();
+    if args.is_empty() {
+        return Err(bad(
+            "no command: the image has no entrypoint or cmd and none was given".into(),
+        ));
+    }
+    let caps: Vec<&str> = if cfg.privileged {
+        all_caps()
+    } else {
+        DEFAULT_CAPS.to_vec()
+    };
+    v["process"] = json!({
+        "terminal": false,
+        "user": {"uid": who.uid, "gid": who.gid, "additionalGids": who.additional_gids},
+        "args": args,
+        "env": cfg.env,
+        "cwd": if cfg.working_dir.is_empty() { "/" } else { cfg.working_dir.as_str() },
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        // No rlimits: raising one needs CAP_SYS_RESOURCE, which podctl may
+        // lack; containers inherit the monitor's limits.
+        "noNewPrivileges": !cfg.privileged,
+    });
+    v["root"] = json!({"path": rootfs, "readonly": cfg.readonly_rootfs});
+    v["hostname"] = json!(cfg.hostname);
+    let mut mounts = v["mounts"].as_array().cloned().unwrap_or_default();
+    for m in &cfg.mounts {
+        let mut opts = vec!["rbind", "rprivate"];
+        opts.push(if m.readonly { "ro" } else { "rw" });
+        mounts.push(json!({"destination": m.container_path, "type": "bind", "source": m.host_path, "options": opts}));
+    }
+    v["mounts"] = Value::Array(mounts);
+    let ns: Vec<Value> = ["pid", "ipc", "uts", "mount", "network"]
+        .iter()
+        .filter_map(|kind| match cfg.namespaces.get(*kind) {
+            Some(path) if path == "host" => None,
+            Some(path) => Some(json!({"type": kind, "path": path})),
+            None => Some(json!({"type": kind})),
+        })
+        .collect();
+    let linux = v["linux"]
+        .as_object_mut()
+        .ok_or_else(|| bad("default spec has no linux section".into()))?;
+    linux.insert("namespaces".into(), Value::Array(ns));
+    linux.insert("cgroupsPath".into(), json!(cgroups_path));
+    let r = &cfg.resources;
+    let mut res = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    if let Some(m) = r.memory_limit {
+        res["memory"] = json!({"limit": m});
+    }
+    let mut cpu = serde_json::Map::new();
+    if let Some(s) = r.cpu_shares {
+        cpu.insert("shares".into(), json!(s));
+    }
+    if let Some(q) = r.cpu_quota {
+        cpu.insert("quota".into(), json!(q));
+        cpu.insert("period".into(), json!(r.cpu_period.unwrap_or(100_000)));
+    }
+    if !cpu.is_empty() {
+        res["cpu"] = Value::Object(cpu);
+    }
+    if let Some(p) = r.pids_limit {
+        res["pids"] = json!({"limit": p});
+    }
+    linux.insert("resources".into(), res);
+    if cfg.privileged {
+        linux.insert("maskedPaths".into(), json!([]));
+        linux.insert("readonlyPaths".into(), json!([]));
+    }
+    if !cfg.sysctls.is_empty() {
+        linux.insert("sysctl".into(), json!(cfg.sysctls));
+    }
+    serde_json::from_value(v).map_err(|e| bad(e.to_string()))
+}
+
+fn all_caps() -> Vec<&'static str> {
+    let mut v = DEFAULT_CAPS.to_vec();
+    v.extend_from_slice(&[
+        "CAP_DAC_READ_SEARCH",
+        "CAP_LINUX_IMMUTABLE",
+        "CAP_NET_BROADCAST",
+        "CAP_NET_ADMIN",
+        "CAP_IPC_LOCK",
+        "CAP_IPC_OWNER",
+        "CAP_SYS_MODULE",
+        "CAP_SYS_RAWIO",
+        "CAP_SYS_PTRACE",
+        "CAP_SYS_PACCT",
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_BOOT",
+        "CAP_SYS_NICE",
+        "CAP_SYS_RESOURCE",
+        "CAP_SYS_TIME",
+        "CAP_SYS_TTY_CONFIG",
+        "CAP_LEASE",
+        "CAP_AUDIT_CONTROL",
+        "CAP_MAC_OVERRIDE",
+        "CAP_MAC_ADMIN",
+        "CAP_SYSLOG",
+        "CAP_WAKE_ALARM",
+        "CAP_BLOCK_SUSPEND",
+        "CAP_AUDIT_READ",
+    ]);
+    v
+}

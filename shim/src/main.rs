@@ -1,0 +1,104 @@
+//! `podctl-shim`: see the library documentation.
+//!
+//! ```text
+//! podctl-shim create --id ID --bundle DIR --root DIR --dir DIR --log FILE [--systemd]
+//! podctl-shim start  --id ID --root DIR
+//! podctl-shim kill   --id ID --root DIR --signal N [--all]
+//! podctl-shim delete --id ID --root DIR [--force]
+//! ```
+
+mod monitor;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use libcontainer::container::Container;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("podctl-shim: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--key value` and `--flag` arguments after the subcommand.
+struct Args {
+    values: HashMap<String, String>,
+}
+
+impl Args {
+    fn parse(raw: &[String]) -> Result<Self, String> {
+        let mut values = HashMap::new();
+        let mut i = 0;
+        while i < raw.len() {
+            let key = raw[i]
+                .strip_prefix("--")
+                .ok_or_else(|| format!("unexpected argument {:?}", raw[i]))?;
+            match raw.get(i + 1) {
+                Some(v) if !v.starts_with("--") => {
+                    values.insert(key.to_string(), v.clone());
+                    i += 2;
+                }
+                _ => {
+                    values.insert(key.to_string(), String::new());
+                    i += 1;
+                }
+            }
+        }
+        Ok(Args { values })
+    }
+
+    fn get(&self, key: &str) -> Result<&str, String> {
+        self.values
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("missing --{key}"))
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, String> {
+        self.get(key).map(PathBuf::from)
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        self.values.contains_key(key)
+    }
+}
+
+fn run(raw: &[String]) -> Result<(), String> {
+    let (cmd, rest) = raw.split_first().ok_or("missing subcommand")?;
+    let a = Args::parse(rest)?;
+    let id = a.values.get("id").cloned().unwrap_or_default();
+    match cmd.as_str() {
+        "create" => monitor::create(monitor::CreateArgs {
+            id: a.get("id")?.to_string(),
+            bundle: a.path("bundle")?,
+            root: a.path("root")?,
+            dir: a.path("dir")?,
+            log: a.path("log")?,
+            systemd: a.flag("systemd"),
+        }),
+        "start" => load(&a)?.start().map_err(|e| format!("start {}: {e}", id)),
+        "kill" => {
+            let sig = libcontainer::signal::Signal::try_from(a.get("signal")?)
+                .map_err(|e| e.to_string())?;
+            load(&a)?
+                .kill(sig, a.flag("all"))
+                .map_err(|e| format!("kill {}: {e}", id))
+        }
+        "delete" => load(&a)?
+            .delete(a.flag("force"))
+            .map_err(|e| format!("delete {}: {e}", id)),
+        other => Err(format!("unknown subcommand {other:?}")),
+    }
+}
+
+fn load(a: &Args) -> Result<Container, String> {
+    let dir = a.path("root")?.join(a.get("id")?);
+    Container::load(dir.clone()).map_err(|e| format!("load {}: {e}", dir.display()))
+}

@@ -1,0 +1,67 @@
+//! Files the monitor writes into a container's directory.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// PID of the container's init process (decimal).
+pub const PID_FILE: &str = "pid";
+/// PID of the monitor itself (decimal).
+pub const MONITOR_PID_FILE: &str = "monitor.pid";
+/// JSON [`ExitRecord`], present once the container has exited.
+pub const EXIT_FILE: &str = "exit.json";
+
+/// How a container ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Exit code; 128 + signal number when killed by a signal.
+    pub exit_code: i32,
+    /// The signal that killed it, if any.
+    pub signal: Option<i32>,
+    /// RFC 3339 time with nanoseconds, UTC.
+    pub finished_at: String,
+    /// Nanoseconds since the epoch.
+    pub finished_at_ns: i64,
+    /// The kernel's OOM killer ended it.
+    pub oom_killed: bool,
+}
+
+impl ExitRecord {
+    /// Read the record from a container directory, if it exists.
+    pub fn read(dir: &Path) -> std::io::Result<Option<ExitRecord>> {
+        match std::fs::read(dir.join(EXIT_FILE)) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Write the record atomically (temp file, fsync, rename).
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let data = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        write_atomic(&dir.join(EXIT_FILE), &data)
+    }
+}
+
+/// Write a small file atomically.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Read a decimal PID file.
+pub fn read_pid(path: &Path) -> std::io::Result<i32> {
+    let s = std::fs::read_to_string(path)?;
+    s.trim().parse().map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
+}
