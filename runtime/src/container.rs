@@ -143,6 +143,14 @@ impl Runtime {
         Ok(Runtime { cfg, shim })
     }
 
+    pub(crate) fn state_dir(&self) -> &Path {
+        &self.cfg.state_dir
+    }
+
+    pub(crate) fn shim_path(&self) -> &Path {
+        &self.shim
+    }
+
     fn dir(&self, id: &str) -> PathBuf {
         self.cfg.state_dir.join("containers").join(id)
     }
@@ -388,7 +396,7 @@ fn process_alive(pid: i32) -> bool {
 }
 
 /// 64 hex characters from the kernel's random source, like containerd's IDs.
-fn new_id() -> Result<String> {
+pub(crate) fn new_id() -> Result<String> {
     let mut buf = [0u8; 32];
     let p = Path::new("/dev/urandom");
     std::fs::File::open(p)

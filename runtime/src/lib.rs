@@ -9,6 +9,7 @@
 //! process needs to report status is in that directory, so a CLI and a
 //! daemon (or a restarted daemon) see the same containers.
 
+pub mod cni;
 mod error;
 mod rootfs;
 mod shim;
@@ -16,8 +17,12 @@ mod spec;
 mod user;
 
 pub mod container;
+pub mod sandbox;
 
+pub use cni::CniConfig;
+pub use container::{CgroupDriver, Mount};
 pub use container::{
     ContainerConfig, ContainerState, ContainerStatus, Resources, Runtime, RuntimeConfig,
 };
 pub use error::{Result, RuntimeError};
+pub use sandbox::{SandboxConfig, SandboxState, SandboxStatus};

@@ -5,9 +5,11 @@
 //! podctl-shim start  --id ID --root DIR
 //! podctl-shim kill   --id ID --root DIR --signal N [--all]
 //! podctl-shim delete --id ID --root DIR [--force]
+//! podctl-shim pause  --dir DIR [--hostname NAME] [--namespaces network,ipc,uts]
 //! ```
 
 mod monitor;
+mod pause;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -82,6 +84,20 @@ fn run(raw: &[String]) -> Result<(), String> {
             dir: a.path("dir")?,
             log: a.path("log")?,
             systemd: a.flag("systemd"),
+        }),
+        "pause" => pause::start(pause::PauseArgs {
+            dir: a.path("dir")?,
+            hostname: a.values.get("hostname").cloned().unwrap_or_default(),
+            new_namespaces: a
+                .values
+                .get("namespaces")
+                .map(|v| {
+                    v.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
         }),
         "start" => load(&a)?.start().map_err(|e| format!("start {}: {e}", id)),
         "kill" => {

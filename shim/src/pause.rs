@@ -1,0 +1,113 @@
+//! The pod's pause process: owns the pod's new network, IPC and UTS
+//! namespaces, reaps zombies, and waits to be told to stop. Built into the
+//! shim binary, so a pod never needs a pause image.
+
+use std::fs::File;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use nix::fcntl::OFlag;
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, pipe2, sethostname, setsid, ForkResult, Pid};
+
+use podctl_shim::state::write_atomic;
+
+pub struct PauseArgs {
+    pub dir: PathBuf,
+    pub hostname: String,
+    /// Namespaces to create: any of "network", "ipc", "uts".
+    pub new_namespaces: Vec<String>,
+}
+
+/// Fork the pause process; print its PID once its namespaces exist.
+pub fn start(a: PauseArgs) -> Result<(), String> {
+    let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: single-threaded process; the child only runs our own code.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Parent { .. } => {
+            drop(w);
+            let mut line = String::new();
+            std::io::BufReader::new(File::from(r))
+                .read_line(&mut line)
+                .map_err(|e| format!("reading from pause: {e}"))?;
+            match line.strip_prefix("ok ") {
+                Some(pid) => {
+                    println!("{}", pid.trim());
+                    Ok(())
+                }
+                None if line.is_empty() => Err("pause died during setup".into()),
+                None => Err(line.trim_start_matches("err ").trim().to_string()),
+            }
+        }
+        ForkResult::Child => {
+            drop(r);
+            let mut w = File::from(w);
+            if let Err(e) = setup(&a) {
+                let _ = writeln!(w, "err {e}");
+                std::process::exit(1);
+            }
+            let _ = writeln!(w, "ok {}", std::process::id());
+            drop(w);
+            run();
+        }
+    }
+}
+
+fn setup(a: &PauseArgs) -> Result<(), String> {
+    setsid().map_err(|e| format!("setsid: {e}"))?;
+    let mut flags = CloneFlags::empty();
+    for ns in &a.new_namespaces {
+        flags |= match ns.as_str() {
+            "network" => CloneFlags::CLONE_NEWNET,
+            "ipc" => CloneFlags::CLONE_NEWIPC,
+            "uts" => CloneFlags::CLONE_NEWUTS,
+            other => return Err(format!("unknown namespace {other:?}")),
+        };
+    }
+    unshare(flags).map_err(|e| format!("unshare: {e}"))?;
+    if flags.contains(CloneFlags::CLONE_NEWUTS) && !a.hostname.is_empty() {
+        sethostname(&a.hostname).map_err(|e| format!("sethostname {:?}: {e}", a.hostname))?;
+    }
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("/dev/null: {e}"))?;
+    for fd in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors, which we own.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+    }
+    write_atomic(
+        &a.dir.join("pause.pid"),
+        std::process::id().to_string().as_bytes(),
+    )
+    .map_err(|e| format!("{}: {e}", a.dir.display()))
+}
+
+/// Sleep on signals: reap children, exit on TERM/INT.
+fn run() -> ! {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        set.add(s);
+    }
+    let _ = set.thread_block();
+    loop {
+        match set.wait() {
+            Ok(Signal::SIGCHLD) => loop {
+                match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            },
+            Ok(_) => std::process::exit(0),
+            Err(_) => {}
+        }
+    }
+}
