@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::images_cmd;
+use crate::{images_cmd, pods};
 
 /// podctl: run Kubernetes pods with or without a cluster.
 #[derive(Parser, Debug)]
@@ -21,6 +21,31 @@ pub struct Cli {
     /// Registry hosts configuration (TOML: mirrors, insecure hosts, auths).
     #[arg(long, global = true, env = "PODCTL_REGISTRY_CONFIG")]
     pub registry_config: Option<PathBuf>,
+    /// Volatile runtime state (containers, sandboxes, pods).
+    #[arg(
+        long,
+        global = true,
+        env = "PODCTL_STATE_DIR",
+        default_value = "/run/podctl"
+    )]
+    pub state_dir: PathBuf,
+    /// CNI network configuration directory (a default bridge network is
+    /// written there when it has none).
+    #[arg(
+        long,
+        global = true,
+        env = "PODCTL_CNI_CONF_DIR",
+        default_value = "/etc/podctl/cni"
+    )]
+    pub cni_conf_dir: PathBuf,
+    /// Where container logs go (`<root>/<ns>_<pod>_<uid>/<container>/0.log`).
+    #[arg(
+        long,
+        global = true,
+        env = "PODCTL_LOG_ROOT",
+        default_value = "/var/log/pods"
+    )]
+    pub log_root: PathBuf,
     /// Log filter (tracing env-filter syntax); PODCTL_LOG overrides.
     #[arg(long, global = true, default_value = "warn")]
     pub log_level: String,
@@ -36,6 +61,18 @@ pub enum Command {
     Images(images_cmd::ImagesArgs),
     /// Remove images (a tag, or an ID with all its tags).
     Rmi(images_cmd::RmiArgs),
+    /// Run the Pods of a manifest.
+    Run(pods::RunArgs),
+    /// List pods.
+    Pods,
+    /// List containers.
+    Ps,
+    /// Print a container's log.
+    Logs(pods::LogsArgs),
+    /// Stop pods (SIGTERM, then SIGKILL after --timeout).
+    Stop(pods::PodArgs),
+    /// Stop and remove pods.
+    Rm(pods::PodArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -43,9 +80,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         root: cli.root.clone(),
         registry_config: cli.registry_config.clone(),
     };
+    let pctx = pods::PodContext {
+        images: images_cmd::Context {
+            root: cli.root.clone(),
+            registry_config: cli.registry_config.clone(),
+        },
+        state_dir: cli.state_dir.clone(),
+        cni_conf_dir: cli.cni_conf_dir.clone(),
+        log_root: cli.log_root.clone(),
+    };
     match cli.command {
         Command::Pull(a) => images_cmd::pull(&ctx, a).await,
         Command::Images(a) => images_cmd::images(&ctx, a),
         Command::Rmi(a) => images_cmd::rmi(&ctx, a),
+        Command::Run(a) => pods::run(&pctx, a).await,
+        Command::Pods => pods::pods(&pctx),
+        Command::Ps => pods::ps(&pctx),
+        Command::Logs(a) => pods::logs(&pctx, a),
+        Command::Stop(a) => pods::stop(&pctx, a),
+        Command::Rm(a) => pods::rm(&pctx, a),
     }
 }

@@ -3,6 +3,9 @@
 
 mod cli;
 mod images_cmd;
+mod manifest;
+mod pods;
+mod quantity;
 
 use clap::Parser;
 

@@ -1,0 +1,94 @@
+//! Reading Pod manifests: multi-document YAML with the exact Kubernetes
+//! schema (k8s-openapi types). Unknown kinds are refused by name.
+
+use std::path::Path;
+
+use anyhow::{bail, Context as _};
+use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize;
+
+/// Pods of a YAML stream, in order.
+pub fn read_pods(path: &Path) -> anyhow::Result<Vec<Pod>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut pods = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        let value = serde_yaml::Value::deserialize(doc)
+            .with_context(|| format!("{}: document {}: invalid YAML", path.display(), i + 1))?;
+        if value.is_null() {
+            continue;
+        }
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        let api = value
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or("");
+        match (api, kind) {
+            ("v1", "Pod") => {
+                check_known_fields(&value, path, i)?;
+                let pod: Pod = serde_yaml::from_value(value).with_context(|| {
+                    format!("{}: document {}: not a valid Pod", path.display(), i + 1)
+                })?;
+                pods.push(pod);
+            }
+            ("v1", "ConfigMap") | ("v1", "Secret") => {}
+            (_, "") => bail!("{}: document {}: no kind", path.display(), i + 1),
+            (a, k) => bail!(
+                "{}: document {}: unsupported kind {a}/{k} (podctl runs v1 Pods)",
+                path.display(),
+                i + 1
+            ),
+        }
+    }
+    if pods.is_empty() {
+        bail!("{}: no Pod in the file", path.display());
+    }
+    Ok(pods)
+}
+
+/// k8s-openapi ignores unknown fields; the API server would refuse them.
+/// Round-trip through the typed Pod and report keys that got lost.
+fn check_known_fields(value: &serde_yaml::Value, path: &Path, i: usize) -> anyhow::Result<()> {
+    let pod: Pod = serde_yaml::from_value(value.clone())
+        .with_context(|| format!("{}: document {}: not a valid Pod", path.display(), i + 1))?;
+    let back = serde_yaml::to_value(&pod)?;
+    let mut lost = Vec::new();
+    diff(value, &back, String::new(), &mut lost);
+    if let Some(first) = lost.first() {
+        bail!(
+            "{}: document {}: unknown field {first:?}",
+            path.display(),
+            i + 1
+        );
+    }
+    Ok(())
+}
+
+fn diff(orig: &serde_yaml::Value, typed: &serde_yaml::Value, at: String, lost: &mut Vec<String>) {
+    use serde_yaml::Value;
+    match (orig, typed) {
+        (Value::Mapping(a), Value::Mapping(b)) => {
+            for (k, v) in a {
+                let key = k.as_str().unwrap_or("?");
+                let here = if at.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{at}.{key}")
+                };
+                match b.get(k) {
+                    Some(w) => diff(v, w, here, lost),
+                    None if v.is_null() => {}
+                    None if v.as_sequence().is_some_and(|s| s.is_empty()) => {}
+                    None if v.as_mapping().is_some_and(|m| m.is_empty()) => {}
+                    None => lost.push(here),
+                }
+            }
+        }
+        (Value::Sequence(a), Value::Sequence(b)) => {
+            for (n, (v, w)) in a.iter().zip(b.iter()).enumerate() {
+                diff(v, w, format!("{at}[{n}]"), lost);
+            }
+        }
+        _ => {}
+    }
+}
