@@ -54,6 +54,7 @@ impl PodContext {
     fn runtime(&self) -> anyhow::Result<Runtime> {
         Ok(Runtime::new(RuntimeConfig {
             state_dir: self.state_dir.clone(),
+            cni: Some(self.cni()?),
             ..Default::default()
         })?)
     }
@@ -117,15 +118,10 @@ pub struct RunArgs {
 pub async fn run(ctx: &PodContext, a: RunArgs) -> anyhow::Result<()> {
     let pods = manifest::read_pods(&a.file)?;
     let rt = ctx.runtime()?;
-    let cni = ctx.cni()?;
     let mut started = Vec::new();
     for pod in &pods {
-        let rec = run_pod(ctx, &rt, &cni, pod).await?;
-        let ip = rt
-            .sandbox_status(&rec.sandbox)
-            .ok()
-            .and_then(|s| s.ip)
-            .unwrap_or_default();
+        let (rec, ip) = run_pod(ctx, &rt, pod).await?;
+        let ip = ip.unwrap_or_else(|| "none".into());
         println!("pod/{} started (ip {ip})", rec.name);
         started.push(rec);
     }
@@ -148,9 +144,8 @@ pub async fn run(ctx: &PodContext, a: RunArgs) -> anyhow::Result<()> {
 async fn run_pod(
     ctx: &PodContext,
     rt: &Runtime,
-    cni: &CniConfig,
     pod: &Pod,
-) -> anyhow::Result<PodRecord> {
+) -> anyhow::Result<(PodRecord, Option<String>)> {
     let name = pod
         .metadata
         .name
@@ -218,20 +213,18 @@ async fn run_pod(
     let host_network = spec.host_network.unwrap_or(false);
     let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
     let log_dir = ctx.log_root.join(format!("{ns}_{name}_{uid}"));
-    let sandbox = rt.run_sandbox(
-        SandboxConfig {
-            name: name.clone(),
-            namespace: ns.clone(),
-            uid: uid.clone(),
-            hostname,
-            host_network,
-            host_ipc: spec.host_ipc.unwrap_or(false),
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
-            log_directory: log_dir.clone(),
-            ..Default::default()
-        },
-        (!host_network).then_some(cni),
-    )?;
+    let sb = rt.run_sandbox(SandboxConfig {
+        name: name.clone(),
+        namespace: ns.clone(),
+        uid: uid.clone(),
+        hostname,
+        host_network,
+        host_ipc: spec.host_ipc.unwrap_or(false),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        log_directory: log_dir.clone(),
+        ..Default::default()
+    })?;
+    let sandbox = sb.id.clone();
     let mut rec = PodRecord {
         name: name.clone(),
         namespace: ns.clone(),
@@ -251,7 +244,7 @@ async fn run_pod(
         for (_, id) in &rec.containers {
             let _ = rt.remove(id);
         }
-        let _ = rt.remove_sandbox(&sandbox, Some(cni));
+        let _ = rt.remove_sandbox(&sandbox);
         return Err(e.context(format!("pod {ns}/{name}")));
     }
     std::fs::create_dir_all(ctx.pods_dir())?;
@@ -259,7 +252,7 @@ async fn run_pod(
         ctx.record_path(&ns, &name),
         serde_json::to_vec_pretty(&rec)?,
     )?;
-    Ok(rec)
+    Ok((rec, sb.ip))
 }
 
 fn podctl_shim_now() -> u128 {
@@ -277,23 +270,15 @@ fn start_containers(
     images: &BTreeMap<String, ImageRecord>,
     log_dir: &Path,
 ) -> anyhow::Result<()> {
-    let (namespaces, mounts) = rt.sandbox_attachments(&rec.sandbox)?;
     let store = ctx.images.store()?;
     for c in containers {
         let image = c.image.clone().unwrap_or_default();
         let img = images
             .get(&image)
             .with_context(|| format!("image {image} not pulled"))?;
-        let cfg = container_config(
-            c,
-            img,
-            store.layer_dirs(img)?,
-            log_dir,
-            namespaces.clone(),
-            mounts.clone(),
-        )?;
+        let cfg = container_config(c, img, store.layer_dirs(img)?, log_dir)?;
         let id = rt
-            .create(cfg)
+            .create_container(&rec.sandbox, cfg)
             .with_context(|| format!("creating container {}", c.name))?;
         rec.containers.push((c.name.clone(), id.clone()));
         rt.start(&id)
@@ -307,8 +292,6 @@ fn container_config(
     img: &ImageRecord,
     lower_dirs: Vec<PathBuf>,
     log_dir: &Path,
-    namespaces: BTreeMap<String, String>,
-    mounts: Vec<podctl_runtime::Mount>,
 ) -> anyhow::Result<ContainerConfig> {
     let ic = &img.config;
     let (command, args) = match (&c.command, &c.args) {
@@ -381,9 +364,7 @@ fn container_config(
             .and_then(|s| s.read_only_root_filesystem)
             .unwrap_or(false),
         privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
-        mounts,
         resources,
-        namespaces,
         log_path: log_dir.join(&c.name).join("0.log"),
         ..Default::default()
     })
@@ -519,13 +500,12 @@ pub struct PodArgs {
 
 pub fn stop(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
     let rt = ctx.runtime()?;
-    let cni = ctx.cni()?;
     for p in &a.pods {
         let rec = ctx.find(p)?;
         for (_, id) in &rec.containers {
             rt.stop(id, Duration::from_secs(a.timeout))?;
         }
-        rt.stop_sandbox(&rec.sandbox, Some(&cni))?;
+        rt.stop_sandbox(&rec.sandbox)?;
         println!("pod/{} stopped", rec.name);
     }
     Ok(())
@@ -533,14 +513,13 @@ pub fn stop(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
 
 pub fn rm(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
     let rt = ctx.runtime()?;
-    let cni = ctx.cni()?;
     for p in &a.pods {
         let rec = ctx.find(p)?;
         for (_, id) in &rec.containers {
             rt.stop(id, Duration::from_secs(a.timeout))?;
             rt.remove(id)?;
         }
-        rt.remove_sandbox(&rec.sandbox, Some(&cni))?;
+        rt.remove_sandbox(&rec.sandbox)?;
         std::fs::remove_file(ctx.record_path(&rec.namespace, &rec.name))?;
         println!("pod/{} removed", rec.name);
     }

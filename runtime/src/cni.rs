@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{IoContext, Result, RuntimeError};
@@ -26,17 +27,32 @@ impl Default for CniConfig {
     }
 }
 
+/// A host port forwarded to the pod (the `portMappings` capability,
+/// implemented by the `portmap` plugin).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// Empty for all host addresses.
+    pub host_ip: String,
+}
+
 /// Network attachment of one pod.
 pub struct Attachment<'a> {
     pub container_id: &'a str,
     pub netns: &'a Path,
     pub ifname: &'a str,
+    pub port_mappings: &'a [PortMapping],
+    /// `CNI_ARGS` (`K=V;K=V`), e.g. the Kubernetes pod name and namespace.
+    pub args: String,
 }
 
 fn err(id: &str, reason: String) -> RuntimeError {
-    RuntimeError::Container {
+    RuntimeError::Cni {
         id: id.into(),
-        reason: format!("CNI: {reason}"),
+        reason,
     }
 }
 
@@ -50,14 +66,14 @@ impl CniConfig {
             .filter(|p| p.extension().is_some_and(|e| e == "conflist"))
             .collect();
         files.sort();
-        let path = files.first().ok_or_else(|| RuntimeError::Container {
+        let path = files.first().ok_or_else(|| RuntimeError::Cni {
             id: String::new(),
-            reason: format!("CNI: no *.conflist in {}", self.conf_dir.display()),
+            reason: format!("no *.conflist in {}", self.conf_dir.display()),
         })?;
         let text = std::fs::read_to_string(path).ctx("read", path)?;
-        serde_json::from_str(&text).map_err(|e| RuntimeError::Container {
+        serde_json::from_str(&text).map_err(|e| RuntimeError::Cni {
             id: String::new(),
-            reason: format!("CNI: {}: {e}", path.display()),
+            reason: format!("{}: {e}", path.display()),
         })
     }
 
@@ -90,6 +106,21 @@ impl CniConfig {
         if let Some(p) = prev {
             conf["prevResult"] = p.clone();
         }
+        if plugin["capabilities"]["portMappings"] == json!(true) && !att.port_mappings.is_empty() {
+            let pm: Vec<Value> = att
+                .port_mappings
+                .iter()
+                .map(|m| {
+                    let mut v = json!({"hostPort": m.host_port, "containerPort": m.container_port,
+                        "protocol": if m.protocol.is_empty() { "tcp" } else { m.protocol.as_str() }});
+                    if !m.host_ip.is_empty() {
+                        v["hostIP"] = json!(m.host_ip);
+                    }
+                    v
+                })
+                .collect();
+            conf["runtimeConfig"] = json!({ "portMappings": pm });
+        }
         let path = std::env::join_paths(&self.bin_dirs).map_err(|e| err(id, e.to_string()))?;
         let mut child = Command::new(&bin)
             .env("CNI_COMMAND", cmd)
@@ -97,6 +128,7 @@ impl CniConfig {
             .env("CNI_NETNS", att.netns)
             .env("CNI_IFNAME", att.ifname)
             .env("CNI_PATH", path)
+            .env("CNI_ARGS", &att.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -157,6 +189,7 @@ impl CniConfig {
         let net = json!({"cniVersion": "1.0.0", "name": "podctl-loopback"});
         let lo = Attachment {
             ifname: "lo",
+            args: att.args.clone(),
             ..*att
         };
         self.exec(cmd, &lo, &net, &json!({"type": "loopback"}), None)
@@ -171,5 +204,5 @@ pub fn first_ip(result: &Value) -> Option<String> {
         .iter()
         .filter_map(|ip| ip["address"].as_str())
         .map(|a| a.split('/').next().unwrap_or(a).to_string())
-        .find(|a| a.contains('.'))
+        .find(|a| a.contains('.') && !a.starts_with("127."))
 }

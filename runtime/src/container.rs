@@ -1,4 +1,4 @@
-//! Container lifecycle: create, start, stop, remove, status.
+//! Container lifecycle: create, start, stop, remove, status, list.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -11,46 +11,18 @@ use podctl_shim::logfmt::{now_ns, rfc3339_nano};
 use podctl_shim::state::{read_pid, write_atomic};
 use podctl_shim::ExitRecord;
 
+use crate::config::{CgroupDriver, RuntimeConfig};
 use crate::error::{IoContext, Result, RuntimeError};
-use crate::{rootfs, shim, spec, user};
+use crate::{cgroup, lock, rootfs, shim, spec, user};
 
-/// Which cgroup manager libcontainer uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupDriver {
-    #[default]
-    Cgroupfs,
-    Systemd,
-}
-
-/// Where state lives and which shim runs containers.
-#[derive(Clone, Debug)]
-pub struct RuntimeConfig {
-    /// Volatile state (`/run/podctl`).
-    pub state_dir: PathBuf,
-    /// The shim binary; found next to the current executable when `None`.
-    pub shim: Option<PathBuf>,
-    pub cgroup_driver: CgroupDriver,
-    /// Parent cgroup (cgroupfs path or systemd slice).
-    pub cgroup_parent: String,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        RuntimeConfig {
-            state_dir: PathBuf::from("/run/podctl"),
-            shim: None,
-            cgroup_driver: CgroupDriver::Cgroupfs,
-            cgroup_parent: "/podctl".into(),
-        }
-    }
-}
-
-/// Resource limits.
+/// Resource limits (cgroup).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Resources {
+    /// Bytes.
     pub memory_limit: Option<i64>,
+    /// Relative CPU weight (v1 `cpu.shares`).
     pub cpu_shares: Option<u64>,
+    /// Microseconds per period; with `cpu_period` (default 100000).
     pub cpu_quota: Option<i64>,
     pub cpu_period: Option<u64>,
     pub pids_limit: Option<i64>,
@@ -62,6 +34,16 @@ pub struct Mount {
     pub host_path: PathBuf,
     pub container_path: String,
     pub readonly: bool,
+}
+
+/// A process resource limit (`RLIMIT_*`). Raising a hard limit above the
+/// shim's needs CAP_SYS_RESOURCE.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Rlimit {
+    /// OCI name, e.g. `RLIMIT_NOFILE`.
+    pub kind: String,
+    pub soft: u64,
+    pub hard: u64,
 }
 
 /// What to run.
@@ -79,13 +61,18 @@ pub struct ContainerConfig {
     pub working_dir: String,
     /// `user`, `uid`, `uid:gid` or `user:group`, resolved in the rootfs.
     pub user: String,
+    /// Defaults to the pod's hostname inside a sandbox.
     pub hostname: String,
     pub readonly_rootfs: bool,
+    /// All capabilities, all devices, no masked paths, no seccomp.
     pub privileged: bool,
     pub mounts: Vec<Mount>,
     pub resources: Resources,
+    pub rlimits: Vec<Rlimit>,
     pub sysctls: BTreeMap<String, String>,
-    /// Namespace kind → path to join, or `"host"`; missing kinds are new.
+    /// Namespace kind (`pid`, `ipc`, `uts`, `network`, `mount`) → path to
+    /// join, or `"host"`; missing kinds are new. Filled from the sandbox by
+    /// [`Runtime::create_container`].
     pub namespaces: BTreeMap<String, String>,
     /// CRI log file the shim writes.
     pub log_path: PathBuf,
@@ -107,12 +94,15 @@ pub struct ContainerStatus {
     pub id: String,
     pub name: String,
     pub image: String,
+    /// The pod it belongs to, if any.
+    pub sandbox_id: Option<String>,
     pub state: ContainerState,
     pub pid: Option<i32>,
     pub created_at_ns: i64,
     pub started_at_ns: i64,
     pub finished_at_ns: i64,
     pub exit_code: Option<i32>,
+    /// `Completed`, `Error`, `OOMKilled` or `Unknown` once exited.
     pub reason: String,
     pub log_path: PathBuf,
     pub labels: BTreeMap<String, String>,
@@ -121,41 +111,49 @@ pub struct ContainerStatus {
 #[derive(Serialize, Deserialize)]
 struct Meta {
     config: ContainerConfig,
+    sandbox_id: Option<String>,
     created_at_ns: i64,
     started_at_ns: i64,
     cgroups_path: String,
 }
 
-/// Runs containers through the shim.
+/// Runs pods and containers through the shim. Cheap to create: all state
+/// is in the state directory, so any number of instances (a daemon, CLIs,
+/// a restarted daemon) see the same pods and containers.
 pub struct Runtime {
-    cfg: RuntimeConfig,
-    shim: PathBuf,
+    pub(crate) cfg: RuntimeConfig,
+    pub(crate) shim: PathBuf,
 }
 
 const META: &str = "meta.json";
 
 impl Runtime {
     pub fn new(cfg: RuntimeConfig) -> Result<Self> {
-        for d in [cfg.state_dir.join("containers"), cfg.state_dir.join("runc")] {
+        for d in [
+            cfg.state_dir.join("containers"),
+            cfg.state_dir.join("sandboxes"),
+            cfg.state_dir.join("runc"),
+            cfg.root_dir.join("containers"),
+        ] {
             std::fs::create_dir_all(&d).ctx("create", &d)?;
         }
         let shim = shim::locate(cfg.shim.as_deref());
         Ok(Runtime { cfg, shim })
     }
 
-    pub(crate) fn state_dir(&self) -> &Path {
-        &self.cfg.state_dir
-    }
-
-    pub(crate) fn shim_path(&self) -> &Path {
-        &self.shim
-    }
-
-    fn dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn dir(&self, id: &str) -> PathBuf {
         self.cfg.state_dir.join("containers").join(id)
     }
 
-    fn libcontainer_root(&self) -> PathBuf {
+    fn data_dir(&self, id: &str) -> PathBuf {
+        self.cfg.root_dir.join("containers").join(id)
+    }
+
+    pub(crate) fn locks(&self) -> PathBuf {
+        self.cfg.state_dir.join("locks")
+    }
+
+    pub(crate) fn libcontainer_root(&self) -> PathBuf {
         self.cfg.state_dir.join("runc")
     }
 
@@ -184,35 +182,77 @@ impl Runtime {
         write_atomic(&p, &b).ctx("write", &p)
     }
 
-    /// Create a container (rootfs mounted, process created but not started).
-    pub fn create(&self, cfg: ContainerConfig) -> Result<String> {
-        let id = new_id()?;
-        let dir = self.dir(&id);
-        std::fs::create_dir_all(&dir).ctx("create", &dir)?;
-        let res = self.create_in(&id, &dir, cfg);
-        if res.is_err() {
-            let _ = rootfs::unmount(&dir.join("rootfs"));
-            let _ = std::fs::remove_dir_all(&dir);
+    /// Create a container in a pod: it joins the pod's network, IPC and UTS
+    /// namespaces and mounts the pod's `/etc/hostname`, `/etc/hosts` and
+    /// `/etc/resolv.conf`. Returns the container ID.
+    pub fn create_container(&self, sandbox_id: &str, mut cfg: ContainerConfig) -> Result<String> {
+        let pod = self.sandbox_attachments(sandbox_id)?;
+        for (kind, path) in pod.namespaces {
+            cfg.namespaces.entry(kind).or_insert(path);
         }
-        res.map(|()| id)
+        let mut mounts = pod.mounts;
+        mounts.retain(|m| {
+            !cfg.mounts
+                .iter()
+                .any(|u| u.container_path == m.container_path)
+        });
+        mounts.append(&mut cfg.mounts);
+        cfg.mounts = mounts;
+        if cfg.hostname.is_empty() {
+            cfg.hostname = pod.hostname;
+        }
+        self.create_in(Some(sandbox_id), cfg)
     }
 
-    fn create_in(&self, id: &str, dir: &Path, cfg: ContainerConfig) -> Result<()> {
+    /// Create a container outside any pod (its own namespaces, or those
+    /// named in `cfg.namespaces`).
+    pub fn create(&self, cfg: ContainerConfig) -> Result<String> {
+        self.create_in(None, cfg)
+    }
+
+    fn create_in(&self, sandbox: Option<&str>, cfg: ContainerConfig) -> Result<String> {
+        let id = new_id()?;
+        let _l = lock::exclusive(&self.locks(), &id)?;
+        let dir = self.dir(&id);
+        std::fs::create_dir_all(&dir).ctx("create", &dir)?;
+        let res = self.create_files(&id, sandbox, &dir, cfg);
+        if let Err(e) = res {
+            tracing::warn!(%id, error = %e, "create failed; cleaning up");
+            if self.libcontainer_root().join(&id).exists() {
+                let root = self.libcontainer_root().display().to_string();
+                let args = ["--id", id.as_str(), "--root", &root, "--force"];
+                if let Err(e) = shim::run(&self.shim, &id, "delete", &args) {
+                    tracing::warn!(%id, error = %e, "deleting half-created container");
+                }
+            }
+            let _ = rootfs::unmount(&dir.join("rootfs"));
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_dir_all(self.data_dir(&id));
+            lock::forget(&self.locks(), &id);
+            return Err(e);
+        }
+        tracing::info!(%id, ?sandbox, "container created");
+        Ok(id)
+    }
+
+    fn create_files(
+        &self,
+        id: &str,
+        sandbox: Option<&str>,
+        dir: &Path,
+        cfg: ContainerConfig,
+    ) -> Result<()> {
         let root = dir.join("rootfs");
+        let data = self.data_dir(id);
         rootfs::mount_overlay(
             id,
             &cfg.lower_dirs,
-            &dir.join("upper"),
-            &dir.join("work"),
+            &data.join("upper"),
+            &data.join("work"),
             &root,
         )?;
         let who = user::resolve(id, &root, &cfg.user)?;
-        let cgroups_path = match self.cfg.cgroup_driver {
-            CgroupDriver::Cgroupfs => {
-                format!("{}/{id}", self.cfg.cgroup_parent.trim_end_matches('/'))
-            }
-            CgroupDriver::Systemd => format!("{}:podctl:{id}", self.cfg.cgroup_parent),
-        };
+        let cgroups_path = cgroup::container_path(&self.cfg, sandbox, id);
         let spec = spec::build(id, &cfg, &root, &who, &cgroups_path)?;
         let spec_path = dir.join("config.json");
         spec.save(&spec_path).map_err(|e| RuntimeError::Spec {
@@ -226,17 +266,23 @@ impl Runtime {
             id,
             &Meta {
                 config: cfg.clone(),
+                sandbox_id: sandbox.map(str::to_string),
                 created_at_ns: now_ns(),
                 started_at_ns: 0,
-                cgroups_path,
+                cgroups_path: cgroups_path.clone(),
             },
         )?;
         let root_s = self.libcontainer_root().display().to_string();
         let dir_s = dir.display().to_string();
         let log_s = cfg.log_path.display().to_string();
+        let oom = cgroup::oom_file(self.cfg.cgroup_driver, &cgroups_path)
+            .map(|p| p.display().to_string());
         let mut args = vec![
             "--id", id, "--bundle", &dir_s, "--root", &root_s, "--dir", &dir_s, "--log", &log_s,
         ];
+        if let Some(o) = &oom {
+            args.extend(["--oom-file", o.as_str()]);
+        }
         if self.cfg.cgroup_driver == CgroupDriver::Systemd {
             args.push("--systemd");
         }
@@ -245,38 +291,51 @@ impl Runtime {
     }
 
     /// Start a created container.
-    pub fn start(&self, id: &str) -> Result<()> {
+    pub fn start_container(&self, id: &str) -> Result<()> {
+        let _l = lock::exclusive(&self.locks(), id)?;
         let mut m = self.meta(id)?;
         let root = self.libcontainer_root().display().to_string();
         shim::run(&self.shim, id, "start", &["--id", id, "--root", &root])?;
         m.started_at_ns = now_ns();
-        self.save_meta(id, &m)
+        self.save_meta(id, &m)?;
+        tracing::info!(%id, "container started");
+        Ok(())
     }
 
-    /// SIGTERM, then SIGKILL after `timeout`. Stopping a stopped container succeeds.
-    pub fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
-        let st = self.status(id)?;
+    /// SIGTERM, then SIGKILL (to every process of the container) after
+    /// `timeout`. Stopping a stopped container succeeds.
+    pub fn stop_container(&self, id: &str, timeout: Duration) -> Result<()> {
+        let _l = lock::exclusive(&self.locks(), id)?;
+        self.stop_locked(id, timeout)
+    }
+
+    fn stop_locked(&self, id: &str, timeout: Duration) -> Result<()> {
+        let st = self.container_status(id)?;
         if st.state == ContainerState::Exited {
             return Ok(());
         }
         let root = self.libcontainer_root().display().to_string();
-        if !timeout.is_zero() {
-            let _ = shim::run(
+        if !timeout.is_zero() && st.state == ContainerState::Running {
+            if let Err(e) = shim::run(
                 &self.shim,
                 id,
                 "kill",
                 &["--id", id, "--root", &root, "--signal", "TERM"],
-            );
+            ) {
+                tracing::debug!(%id, error = %e, "SIGTERM");
+            }
             if self.wait_exit(id, timeout) {
                 return Ok(());
             }
         }
-        let _ = shim::run(
+        if let Err(e) = shim::run(
             &self.shim,
             id,
             "kill",
             &["--id", id, "--root", &root, "--signal", "KILL", "--all"],
-        );
+        ) {
+            tracing::debug!(%id, error = %e, "SIGKILL");
+        }
         if self.wait_exit(id, Duration::from_secs(10)) {
             return Ok(());
         }
@@ -288,34 +347,37 @@ impl Runtime {
 
     fn wait_exit(&self, id: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        loop {
             if matches!(ExitRecord::read(&self.dir(id)), Ok(Some(_))) {
                 return true;
             }
+            if Instant::now() >= deadline {
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        false
     }
 
     /// Wait until the container exits (or `timeout`), returning its status.
-    pub fn wait(&self, id: &str, timeout: Duration) -> Result<ContainerStatus> {
+    pub fn wait_container(&self, id: &str, timeout: Duration) -> Result<ContainerStatus> {
         self.wait_exit(id, timeout);
-        self.status(id)
+        self.container_status(id)
     }
 
     /// Remove a container; a running one is killed first. Removing a
     /// removed container succeeds.
-    pub fn remove(&self, id: &str) -> Result<()> {
+    pub fn remove_container(&self, id: &str) -> Result<()> {
+        let _l = lock::exclusive(&self.locks(), id)?;
         let dir = self.dir(id);
         if !dir.exists() {
             return Ok(());
         }
         if self
-            .status(id)
+            .container_status(id)
             .map(|s| s.state != ContainerState::Exited)
             .unwrap_or(false)
         {
-            self.stop(id, Duration::ZERO)?;
+            self.stop_locked(id, Duration::ZERO)?;
         }
         let root = self.libcontainer_root().display().to_string();
         if self.libcontainer_root().join(id).exists() {
@@ -327,11 +389,18 @@ impl Runtime {
             )?;
         }
         rootfs::unmount(&dir.join("rootfs"))?;
-        std::fs::remove_dir_all(&dir).ctx("remove", &dir)
+        std::fs::remove_dir_all(&dir).ctx("remove", &dir)?;
+        let data = self.data_dir(id);
+        if data.exists() {
+            std::fs::remove_dir_all(&data).ctx("remove", &data)?;
+        }
+        lock::forget(&self.locks(), id);
+        tracing::info!(%id, "container removed");
+        Ok(())
     }
 
     /// Status from the state directory alone.
-    pub fn status(&self, id: &str) -> Result<ContainerStatus> {
+    pub fn container_status(&self, id: &str) -> Result<ContainerStatus> {
         let m = self.meta(id)?;
         let dir = self.dir(id);
         let exit = ExitRecord::read(&dir).ctx("read", dir.join(podctl_shim::EXIT_FILE))?;
@@ -350,6 +419,7 @@ impl Runtime {
             id: id.into(),
             name: m.config.name.clone(),
             image: m.config.image.clone(),
+            sandbox_id: m.sandbox_id.clone(),
             state,
             pid: if alive { pid } else { None },
             created_at_ns: m.created_at_ns,
@@ -362,13 +432,13 @@ impl Runtime {
         })
     }
 
-    /// All containers this state directory knows.
-    pub fn list(&self) -> Result<Vec<ContainerStatus>> {
+    /// All containers this state directory knows, oldest first.
+    pub fn list_containers(&self) -> Result<Vec<ContainerStatus>> {
         let d = self.cfg.state_dir.join("containers");
         let mut out = Vec::new();
         for e in std::fs::read_dir(&d).ctx("read", &d)?.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
-            if let Ok(s) = self.status(&id) {
+            if let Ok(s) = self.container_status(&id) {
                 out.push(s);
             }
         }
@@ -376,14 +446,55 @@ impl Runtime {
         Ok(out)
     }
 
-    /// The cgroup path given to the container.
+    /// The cgroup path given to the container (`linux.cgroupsPath`).
     pub fn cgroups_path(&self, id: &str) -> Result<String> {
         Ok(self.meta(id)?.cgroups_path)
     }
+
+    /// Ask the container's monitor to reopen its log file (after rotation).
+    pub fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let p = self.dir(id).join(podctl_shim::MONITOR_PID_FILE);
+        let pid = read_pid(&p).ctx("read", &p)?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .map_err(|e| RuntimeError::Container {
+            id: id.into(),
+            reason: format!("signalling monitor {pid}: {e}"),
+        })
+    }
+
+    // Short names kept for existing callers.
+
+    /// Same as [`Runtime::start_container`].
+    pub fn start(&self, id: &str) -> Result<()> {
+        self.start_container(id)
+    }
+    /// Same as [`Runtime::stop_container`].
+    pub fn stop(&self, id: &str, timeout: Duration) -> Result<()> {
+        self.stop_container(id, timeout)
+    }
+    /// Same as [`Runtime::remove_container`].
+    pub fn remove(&self, id: &str) -> Result<()> {
+        self.remove_container(id)
+    }
+    /// Same as [`Runtime::container_status`].
+    pub fn status(&self, id: &str) -> Result<ContainerStatus> {
+        self.container_status(id)
+    }
+    /// Same as [`Runtime::list_containers`].
+    pub fn list(&self) -> Result<Vec<ContainerStatus>> {
+        self.list_containers()
+    }
+    /// Same as [`Runtime::wait_container`].
+    pub fn wait(&self, id: &str, timeout: Duration) -> Result<ContainerStatus> {
+        self.wait_container(id, timeout)
+    }
 }
 
-fn process_alive(pid: i32) -> bool {
-    // A zombie counts as gone.
+/// Whether a process exists and is not a zombie.
+pub(crate) fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => !s
             .rsplit(')')

@@ -4,8 +4,12 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("container {id}: not found")]
+    #[error("{id}: no such container or sandbox")]
     NotFound { id: String },
+    #[error("sandbox {id}: {reason}")]
+    Sandbox { id: String, reason: String },
+    #[error("sandbox {id}: CNI: {reason}")]
+    Cni { id: String, reason: String },
     #[error("container {id}: {reason}")]
     Container { id: String, reason: String },
     #[error("container {id}: user {user:?}: {reason}")]

@@ -1,17 +1,93 @@
-//! podctl's runtime: turns a container configuration into an OCI bundle
-//! (overlayfs rootfs over image snapshots + `config.json`) and drives it
-//! through the `podctl-shim` monitor, never calling libcontainer in this
-//! (possibly multi-threaded) process.
+//! podctl's runtime: pods and containers on this node, run through the
+//! `podctl-shim` binary.
 //!
-//! State of a container lives in `STATE/containers/<id>/`: the bundle, the
-//! overlay upper/work dirs, `meta.json` (what it was created from, when it
-//! was started) and the shim's `pid` and `exit.json`. Everything a fresh
-//! process needs to report status is in that directory, so a CLI and a
-//! daemon (or a restarted daemon) see the same containers.
+//! # Design
+//!
+//! **No forking here.** youki's libcontainer forks its caller, changes its
+//! working directory, `oom_score_adj` and dumpable flag: it must never run
+//! inside the multi-threaded daemon (tokio) or the CLI. Everything that
+//! forks is done by spawning the single-threaded `podctl-shim` binary
+//! (`create`, `start`, `kill`, `delete`, `exec`, `pause`). The shim is
+//! found through [`RuntimeConfig::shim`], else next to the current
+//! executable, else on `$PATH`.
+//!
+//! **State on disk, nothing in memory.** A [`Runtime`] is a handle on two
+//! directories; any number of instances (daemon, CLI, a restarted daemon)
+//! see the same pods and containers:
+//!
+//! - `state_dir` (volatile, default `/run/podctl`):
+//!   - `sandboxes/<id>/`: `meta.json`, `pause.pid`, the pod's `hostname`,
+//!     `hosts`, `resolv.conf` (bind-mounted into every container);
+//!   - `netns/<id>`: the pod's network namespace pinned by a bind mount, so
+//!     it outlives pause and CNI DEL can still run;
+//!   - `containers/<id>/`: the OCI bundle (`config.json`, `rootfs/` overlay
+//!     mount point), `meta.json`, and the monitor's `pid`, `monitor.pid`,
+//!     `exit.json`;
+//!   - `runc/<id>/`: libcontainer's own state;
+//!   - `locks/<id>.lock`: flock(2) locks serialising operations on one
+//!     object across processes.
+//! - `root_dir` (persistent, default `/var/lib/podctl`):
+//!   `containers/<id>/{upper,work}`, the writable overlay layer.
+//!
+//! JSON state is written atomically (temp file, fsync, rename).
+//!
+//! **Pods.** [`Runtime::run_sandbox`] starts `podctl-shim pause`: a tiny
+//! process that unshares new UTS, IPC and network namespaces (and, with
+//! [`SandboxConfig::share_pid`], a PID namespace), sets the hostname,
+//! reaps zombies and sleeps on signals. Host network/IPC/PID use the
+//! host's. The network namespace is pinned, then CNI is run on it (the
+//! loopback plugin, then the first `*.conflist` in the config dir, results
+//! chained through `prevResult`); the first non-loopback IPv4 address is
+//! the pod IP. Stopping kills the pod's containers and pause and runs CNI
+//! DEL; removing also removes the containers, unpins the netns and deletes
+//! the pod's cgroup and state.
+//!
+//! **Containers.** [`ContainerConfig`] becomes an OCI runtime spec (module
+//! `spec`): overlayfs rootfs over the image's layer snapshots (bottom
+//! first) with a per-container upper dir; the user resolved through the
+//! rootfs's `/etc/passwd` and `/etc/group` (supplementary groups included);
+//! the default mounts (`/proc`, `/dev` tmpfs, `/dev/pts`, `/dev/shm`,
+//! `/dev/mqueue`, read-only `/sys`), the pod's `/etc` files and volumes;
+//! runtime-default capabilities, `no_new_privs`, masked and read-only
+//! paths, a default deny-list seccomp profile (see module `seccomp`),
+//! rlimits, read-only rootfs, sysctls, privileged mode; cgroup limits (CPU
+//! shares/quota/period, memory, pids) at `<parent>/<pod>/<container>`
+//! (cgroupfs driver) or a systemd scope. Inside a pod the container joins
+//! the pod's namespaces by path (`/proc/<pause>/ns/*`, the pinned netns).
+//!
+//! **Monitor.** `podctl-shim create` forks a monitor that leaves the
+//! caller's session (so killing whoever started it leaves the container
+//! running), becomes child subreaper, creates the container with
+//! libcontainer while holding its stdout/stderr pipes, then re-executes
+//! into `podctl-shim-watch` (a small binary shipped next to
+//! `podctl-shim`, without libcontainer; ~2 MiB RSS in release builds)
+//! that writes CRI-format log lines (`<RFC 3339 nano> stdout|stderr F|P
+//! <text>`, lines over 16 KiB split into `P` records), reopens the log on
+//! SIGUSR1 ([`Runtime::reopen_container_log`]), reaps the container and
+//! records the exit code, finish time and OOM kill (the cgroup's
+//! `oom_kill` counter) in `exit.json` before exiting. Status is derived
+//! purely from these files and `/proc`.
+//!
+//! **Exec.** [`Runtime::exec_sync`] runs `podctl-shim exec`, which joins
+//! the container with libcontainer's tenant builder as the container's
+//! user, in its working directory, with its environment, rlimits and
+//! seccomp profile (the last two re-applied by the shim: the tenant
+//! builder drops them), captures output and kills the command at the
+//! timeout.
+//!
+//! # Not (yet) done
+//!
+//! TTY containers, attach/port-forward and a control socket; a full
+//! allow-list seccomp profile; AppArmor/SELinux; user namespaces.
 
+mod cgroup;
 pub mod cni;
+mod config;
 mod error;
+mod exec;
+mod lock;
 mod rootfs;
+mod seccomp;
 mod shim;
 mod spec;
 mod user;
@@ -19,10 +95,11 @@ mod user;
 pub mod container;
 pub mod sandbox;
 
-pub use cni::CniConfig;
-pub use container::{CgroupDriver, Mount};
+pub use cni::{CniConfig, PortMapping};
+pub use config::{CgroupDriver, RuntimeConfig};
 pub use container::{
-    ContainerConfig, ContainerState, ContainerStatus, Resources, Runtime, RuntimeConfig,
+    ContainerConfig, ContainerState, ContainerStatus, Mount, Resources, Rlimit, Runtime,
 };
 pub use error::{Result, RuntimeError};
-pub use sandbox::{SandboxConfig, SandboxState, SandboxStatus};
+pub use exec::ExecResult;
+pub use sandbox::{PodAttachments, Sandbox, SandboxConfig, SandboxState, SandboxStatus};

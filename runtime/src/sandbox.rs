@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use podctl_shim::logfmt::now_ns;
 use podctl_shim::state::{read_pid, write_atomic};
 
-use crate::cni::{first_ip, Attachment, CniConfig};
-use crate::container::{Mount, Runtime};
+use crate::cni::{first_ip, Attachment, PortMapping};
+use crate::container::{process_alive, ContainerState, Mount, Runtime};
 use crate::error::{IoContext, Result, RuntimeError};
-use crate::shim;
+use crate::{cgroup, lock, shim};
 
 /// What a pod sandbox is made from.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -30,10 +30,27 @@ pub struct SandboxConfig {
     pub hostname: String,
     pub host_network: bool,
     pub host_ipc: bool,
+    pub host_pid: bool,
+    /// One PID namespace for the whole pod (owned by pause) instead of
+    /// one per container. Ignored with `host_pid`.
+    pub share_pid: bool,
+    pub port_mappings: Vec<PortMapping>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// Directory the pod's container logs go to.
     pub log_directory: PathBuf,
+}
+
+/// A running pod sandbox.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub id: String,
+    /// The pod's IPv4 address from CNI.
+    pub ip: Option<String>,
+    /// The pinned network namespace (`None` with host networking).
+    pub netns_path: Option<PathBuf>,
+    /// Host PID of the pause process.
+    pub pid: i32,
 }
 
 /// CRI sandbox states.
@@ -55,6 +72,13 @@ pub struct SandboxStatus {
     pub created_at_ns: i64,
 }
 
+/// What a container of the pod joins and mounts.
+pub struct PodAttachments {
+    pub namespaces: BTreeMap<String, String>,
+    pub mounts: Vec<Mount>,
+    pub hostname: String,
+}
+
 #[derive(Serialize, Deserialize)]
 struct SandboxMeta {
     config: SandboxConfig,
@@ -65,9 +89,15 @@ struct SandboxMeta {
     stopped: bool,
 }
 
+const PAUSE_PID: &str = "pause.pid";
+
 impl Runtime {
     fn sandbox_dir(&self, id: &str) -> PathBuf {
-        self.state_dir().join("sandboxes").join(id)
+        self.cfg.state_dir.join("sandboxes").join(id)
+    }
+
+    fn netns_pin(&self, id: &str) -> PathBuf {
+        self.cfg.state_dir.join("netns").join(id)
     }
 
     fn sandbox_meta(&self, id: &str) -> Result<SandboxMeta> {
@@ -80,7 +110,7 @@ impl Runtime {
                 source: e,
             },
         })?;
-        serde_json::from_slice(&b).map_err(|e| RuntimeError::Container {
+        serde_json::from_slice(&b).map_err(|e| RuntimeError::Sandbox {
             id: id.into(),
             reason: format!("corrupt {}: {e}", p.display()),
         })
@@ -88,7 +118,7 @@ impl Runtime {
 
     fn save_sandbox_meta(&self, id: &str, m: &SandboxMeta) -> Result<()> {
         let p = self.sandbox_dir(id).join("meta.json");
-        let b = serde_json::to_vec_pretty(m).map_err(|e| RuntimeError::Container {
+        let b = serde_json::to_vec_pretty(m).map_err(|e| RuntimeError::Sandbox {
             id: id.into(),
             reason: e.to_string(),
         })?;
@@ -96,26 +126,31 @@ impl Runtime {
     }
 
     /// Start the pause process, pin its network namespace, attach CNI.
-    pub fn run_sandbox(&self, cfg: SandboxConfig, cni: Option<&CniConfig>) -> Result<String> {
+    pub fn run_sandbox(&self, cfg: SandboxConfig) -> Result<Sandbox> {
         let id = crate::container::new_id()?;
         let dir = self.sandbox_dir(&id);
-        std::fs::create_dir_all(&dir).ctx("create", &dir)?;
-        let res = self.run_sandbox_in(&id, &dir, &cfg, cni);
-        if let Err(e) = res {
-            let _ = self.remove_sandbox(&id, cni);
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
+        let res = {
+            let _l = lock::exclusive(&self.locks(), &id)?;
+            std::fs::create_dir_all(&dir).ctx("create", &dir)?;
+            self.setup_sandbox(&id, &dir, &cfg)
+        };
+        match res {
+            Ok(sb) => {
+                tracing::info!(%id, ip = ?sb.ip, pid = sb.pid, "sandbox running");
+                Ok(sb)
+            }
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "sandbox failed; cleaning up");
+                if let Err(e2) = self.remove_sandbox(&id) {
+                    tracing::warn!(%id, error = %e2, "cleanup after failed sandbox");
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
         }
-        Ok(id)
     }
 
-    fn run_sandbox_in(
-        &self,
-        id: &str,
-        dir: &Path,
-        cfg: &SandboxConfig,
-        cni: Option<&CniConfig>,
-    ) -> Result<()> {
+    fn setup_sandbox(&self, id: &str, dir: &Path, cfg: &SandboxConfig) -> Result<Sandbox> {
         let mut meta = SandboxMeta {
             config: cfg.clone(),
             created_at_ns: now_ns(),
@@ -132,26 +167,31 @@ impl Runtime {
         if !cfg.host_ipc {
             ns.push("ipc");
         }
+        if cfg.share_pid && !cfg.host_pid {
+            ns.push("pid");
+        }
         let dir_s = dir.display().to_string();
         let ns_s = ns.join(",");
+        let hostname = pod_hostname(cfg);
         shim::run(
-            self.shim_path(),
+            &self.shim,
             id,
             "pause",
             &[
                 "--dir",
                 &dir_s,
                 "--hostname",
-                &cfg.hostname,
+                hostname,
                 "--namespaces",
                 &ns_s,
             ],
         )?;
-        let pid = read_pid(&dir.join("pause.pid")).ctx("read", dir.join("pause.pid"))?;
+        let pid = read_pid(&dir.join(PAUSE_PID)).ctx("read", dir.join(PAUSE_PID))?;
         if !cfg.host_network {
-            let pin = self.state_dir().join("netns").join(id);
-            std::fs::create_dir_all(self.state_dir().join("netns"))
-                .ctx("create", self.state_dir().join("netns"))?;
+            let pin = self.netns_pin(id);
+            if let Some(parent) = pin.parent() {
+                std::fs::create_dir_all(parent).ctx("create", parent)?;
+            }
             std::fs::File::create(&pin).ctx("create", &pin)?;
             let src = PathBuf::from(format!("/proc/{pid}/ns/net"));
             mount(
@@ -161,34 +201,39 @@ impl Runtime {
                 MsFlags::MS_BIND,
                 None::<&str>,
             )
-            .map_err(|e| RuntimeError::Container {
+            .map_err(|e| RuntimeError::Sandbox {
                 id: id.into(),
                 reason: format!("pinning {} at {}: {e}", src.display(), pin.display()),
             })?;
             meta.netns = Some(pin.clone());
             self.save_sandbox_meta(id, &meta)?;
-            if let Some(cni) = cni {
+            if let Some(cni) = &self.cfg.cni {
                 let att = Attachment {
                     container_id: id,
                     netns: &pin,
                     ifname: "eth0",
+                    port_mappings: &cfg.port_mappings,
+                    args: cni_args(id, cfg),
                 };
                 cni.loopback(&att, "ADD")?;
                 let result = cni.add(&att)?;
                 meta.ip = first_ip(&result);
                 meta.cni_result = Some(result);
+                self.save_sandbox_meta(id, &meta)?;
             }
         }
         self.write_pod_files(dir, cfg, meta.ip.as_deref())?;
-        self.save_sandbox_meta(id, &meta)
+        self.save_sandbox_meta(id, &meta)?;
+        Ok(Sandbox {
+            id: id.into(),
+            ip: meta.ip,
+            netns_path: meta.netns,
+            pid,
+        })
     }
 
     fn write_pod_files(&self, dir: &Path, cfg: &SandboxConfig, ip: Option<&str>) -> Result<()> {
-        let hostname = if cfg.hostname.is_empty() {
-            "localhost"
-        } else {
-            cfg.hostname.as_str()
-        };
+        let hostname = pod_hostname(cfg);
         let mut hosts =
             String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         if let Some(ip) = ip {
@@ -207,27 +252,35 @@ impl Runtime {
     }
 
     /// Namespaces and files a container of this pod joins and mounts.
-    pub fn sandbox_attachments(&self, id: &str) -> Result<(BTreeMap<String, String>, Vec<Mount>)> {
+    pub fn sandbox_attachments(&self, id: &str) -> Result<PodAttachments> {
         let m = self.sandbox_meta(id)?;
         let dir = self.sandbox_dir(id);
-        let pid = read_pid(&dir.join("pause.pid")).ctx("read", dir.join("pause.pid"))?;
+        let pid = read_pid(&dir.join(PAUSE_PID)).ctx("read", dir.join(PAUSE_PID))?;
+        if m.stopped || !process_alive(pid) {
+            return Err(RuntimeError::Sandbox {
+                id: id.into(),
+                reason: "sandbox is not ready".into(),
+            });
+        }
+        let c = &m.config;
         let mut ns = BTreeMap::new();
         ns.insert("uts".to_string(), format!("/proc/{pid}/ns/uts"));
-        ns.insert(
-            "ipc".to_string(),
-            if m.config.host_ipc {
-                "host".to_string()
-            } else {
-                format!("/proc/{pid}/ns/ipc")
-            },
-        );
-        ns.insert(
-            "network".to_string(),
-            match &m.netns {
-                Some(p) => p.display().to_string(),
-                None => "host".to_string(),
-            },
-        );
+        let ipc = if c.host_ipc {
+            "host".into()
+        } else {
+            format!("/proc/{pid}/ns/ipc")
+        };
+        ns.insert("ipc".to_string(), ipc);
+        let net = match &m.netns {
+            Some(p) => p.display().to_string(),
+            None => "host".to_string(),
+        };
+        ns.insert("network".to_string(), net);
+        if c.host_pid {
+            ns.insert("pid".to_string(), "host".to_string());
+        } else if c.share_pid {
+            ns.insert("pid".to_string(), format!("/proc/{pid}/ns/pid"));
+        }
         let mounts = ["hostname", "hosts", "resolv.conf"]
             .iter()
             .map(|f| Mount {
@@ -236,48 +289,67 @@ impl Runtime {
                 readonly: false,
             })
             .collect();
-        Ok((ns, mounts))
+        Ok(PodAttachments {
+            namespaces: ns,
+            mounts,
+            hostname: pod_hostname(c).to_string(),
+        })
     }
 
-    /// Stop the pause process and detach the network. Idempotent.
-    pub fn stop_sandbox(&self, id: &str, cni: Option<&CniConfig>) -> Result<()> {
+    /// Stop the pod's containers and the pause process and detach the
+    /// network (CNI DEL). Idempotent.
+    pub fn stop_sandbox(&self, id: &str) -> Result<()> {
+        for c in self.pod_containers(id)? {
+            if c.state != ContainerState::Exited {
+                self.stop_container(&c.id, Duration::from_secs(2))?;
+            }
+        }
+        let _l = lock::exclusive(&self.locks(), id)?;
         let mut m = match self.sandbox_meta(id) {
             Ok(m) => m,
             Err(RuntimeError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        if let (Some(cni), Some(netns)) = (cni, &m.netns) {
-            if !m.stopped {
+        if let (Some(cni), Some(netns)) = (&self.cfg.cni, &m.netns) {
+            if !m.stopped && m.cni_result.is_some() {
                 let att = Attachment {
                     container_id: id,
                     netns,
                     ifname: "eth0",
+                    port_mappings: &m.config.port_mappings,
+                    args: cni_args(id, &m.config),
                 };
                 cni.del(&att, m.cni_result.as_ref())?;
             }
         }
-        if let Ok(pid) = read_pid(&self.sandbox_dir(id).join("pause.pid")) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        if let Ok(pid) = read_pid(&self.sandbox_dir(id).join(PAUSE_PID)) {
+            if process_alive(pid) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
             let deadline = Instant::now() + Duration::from_secs(5);
-            while Path::new(&format!("/proc/{pid}")).exists()
-                && !is_zombie(pid)
-                && Instant::now() < deadline
-            {
+            while process_alive(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
         m.stopped = true;
-        self.save_sandbox_meta(id, &m)
+        self.save_sandbox_meta(id, &m)?;
+        tracing::info!(%id, "sandbox stopped");
+        Ok(())
     }
 
-    /// Stop, unpin the network namespace and delete the sandbox. Idempotent.
-    pub fn remove_sandbox(&self, id: &str, cni: Option<&CniConfig>) -> Result<()> {
+    /// Stop the sandbox, remove its containers, unpin the network
+    /// namespace and delete its state. Idempotent.
+    pub fn remove_sandbox(&self, id: &str) -> Result<()> {
         let dir = self.sandbox_dir(id);
         if !dir.exists() {
             return Ok(());
         }
-        self.stop_sandbox(id, cni)?;
-        let pin = self.state_dir().join("netns").join(id);
+        self.stop_sandbox(id)?;
+        for c in self.pod_containers(id)? {
+            self.remove_container(&c.id)?;
+        }
+        let _l = lock::exclusive(&self.locks(), id)?;
+        let pin = self.netns_pin(id);
         if pin.exists() {
             match umount2(&pin, MntFlags::MNT_DETACH) {
                 Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
@@ -285,14 +357,26 @@ impl Runtime {
             }
             std::fs::remove_file(&pin).ctx("remove", &pin)?;
         }
-        std::fs::remove_dir_all(&dir).ctx("remove", &dir)
+        cgroup::remove_pod(&self.cfg, id);
+        std::fs::remove_dir_all(&dir).ctx("remove", &dir)?;
+        lock::forget(&self.locks(), id);
+        tracing::info!(%id, "sandbox removed");
+        Ok(())
+    }
+
+    fn pod_containers(&self, id: &str) -> Result<Vec<crate::ContainerStatus>> {
+        Ok(self
+            .list_containers()?
+            .into_iter()
+            .filter(|c| c.sandbox_id.as_deref() == Some(id))
+            .collect())
     }
 
     /// Status of a sandbox.
     pub fn sandbox_status(&self, id: &str) -> Result<SandboxStatus> {
         let m = self.sandbox_meta(id)?;
-        let pid = read_pid(&self.sandbox_dir(id).join("pause.pid")).ok();
-        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists() && !is_zombie(p));
+        let pid = read_pid(&self.sandbox_dir(id).join(PAUSE_PID)).ok();
+        let alive = pid.is_some_and(process_alive);
         Ok(SandboxStatus {
             id: id.into(),
             config: m.config,
@@ -308,9 +392,9 @@ impl Runtime {
         })
     }
 
-    /// All sandboxes.
+    /// All sandboxes, oldest first.
     pub fn list_sandboxes(&self) -> Result<Vec<SandboxStatus>> {
-        let d = self.state_dir().join("sandboxes");
+        let d = self.cfg.state_dir.join("sandboxes");
         let mut out = Vec::new();
         if let Ok(rd) = std::fs::read_dir(&d) {
             for e in rd.flatten() {
@@ -324,14 +408,20 @@ impl Runtime {
     }
 }
 
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(true)
+/// `CNI_ARGS` as Kubernetes runtimes pass them.
+fn cni_args(id: &str, cfg: &SandboxConfig) -> String {
+    format!(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={id};K8S_POD_UID={}",
+        cfg.namespace, cfg.name, cfg.uid
+    )
+}
+
+fn pod_hostname(cfg: &SandboxConfig) -> &str {
+    if !cfg.hostname.is_empty() {
+        &cfg.hostname
+    } else if !cfg.name.is_empty() {
+        &cfg.name
+    } else {
+        "localhost"
+    }
 }

@@ -12,6 +12,9 @@ use crate::container::ContainerConfig;
 use crate::error::{Result, RuntimeError};
 use crate::user::Identity;
 
+/// PATH for containers whose image sets none.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Capabilities a container gets by default (containerd's and CRI-O's set).
 pub const DEFAULT_CAPS: &[&str] = &[
     "CAP_CHOWN",
@@ -50,6 +53,11 @@ pub fn build(
             "no command: the image has no entrypoint or cmd and none was given".into(),
         ));
     }
+    // Like other runtimes, supply a PATH when the image has none.
+    let mut env = cfg.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(DEFAULT_PATH.to_string());
+    }
     let caps: Vec<&str> = if cfg.privileged {
         all_caps()
     } else {
@@ -59,11 +67,12 @@ pub fn build(
         "terminal": false,
         "user": {"uid": who.uid, "gid": who.gid, "additionalGids": who.additional_gids},
         "args": args,
-        "env": cfg.env,
+        "env": env,
         "cwd": if cfg.working_dir.is_empty() { "/" } else { cfg.working_dir.as_str() },
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        // No rlimits: raising one needs CAP_SYS_RESOURCE, which podctl may
-        // lack; containers inherit the monitor's limits.
+        // Only requested rlimits: raising one needs CAP_SYS_RESOURCE, which
+        // podctl may lack; others are inherited from the shim.
+        "rlimits": cfg.rlimits.iter().map(|r| json!({"type": r.kind, "soft": r.soft, "hard": r.hard})).collect::<Vec<_>>(),
         "noNewPrivileges": !cfg.privileged,
     });
     v["root"] = json!({"path": rootfs, "readonly": cfg.readonly_rootfs});
@@ -89,7 +98,7 @@ pub fn build(
     linux.insert("namespaces".into(), Value::Array(ns));
     linux.insert("cgroupsPath".into(), json!(cgroups_path));
     let r = &cfg.resources;
-    let mut res = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let mut res = json!({"devices": [{"allow": cfg.privileged, "access": "rwm"}]});
     if let Some(m) = r.memory_limit {
         res["memory"] = json!({"limit": m});
     }
@@ -111,6 +120,8 @@ pub fn build(
     if cfg.privileged {
         linux.insert("maskedPaths".into(), json!([]));
         linux.insert("readonlyPaths".into(), json!([]));
+    } else {
+        linux.insert("seccomp".into(), crate::seccomp::default_profile());
     }
     if !cfg.sysctls.is_empty() {
         linux.insert("sysctl".into(), json!(cfg.sysctls));

@@ -12,10 +12,15 @@
 //! the container and records its exit status atomically in the container
 //! directory. SIGUSR1 makes it reopen the log file (rotation).
 //!
+//! After creating the container the monitor re-executes itself as
+//! `podctl-shim-watch` (a small binary without libcontainer, found next
+//! to `podctl-shim`), so the long-lived process stays small.
+//!
 //! This library half holds what the runtime needs to read the shim's state
 //! without linking libcontainer calls: file names and the exit record.
 
 pub mod logfmt;
 pub mod state;
+pub mod watch;
 
-pub use state::{ExitRecord, EXIT_FILE, MONITOR_PID_FILE, PID_FILE};
+pub use state::{ExecProcess, ExecStatus, ExitRecord, EXIT_FILE, MONITOR_PID_FILE, PID_FILE};

@@ -1,13 +1,16 @@
 //! `podctl-shim`: see the library documentation.
 //!
 //! ```text
-//! podctl-shim create --id ID --bundle DIR --root DIR --dir DIR --log FILE [--systemd]
+//! podctl-shim create --id ID --bundle DIR --root DIR --dir DIR --log FILE [--oom-file F] [--systemd]
+//! podctl-shim watch  --dir DIR --log FILE --pid N --stdout-fd N --stderr-fd N [--oom-file F]   (internal)
+//! podctl-shim exec   --id ID --root DIR --process FILE --status FILE [--timeout-ms N]
 //! podctl-shim start  --id ID --root DIR
 //! podctl-shim kill   --id ID --root DIR --signal N [--all]
 //! podctl-shim delete --id ID --root DIR [--force]
-//! podctl-shim pause  --dir DIR [--hostname NAME] [--namespaces network,ipc,uts]
+//! podctl-shim pause  --dir DIR [--hostname NAME] [--namespaces network,ipc,uts,pid]
 //! ```
 
+mod exec;
 mod monitor;
 mod pause;
 
@@ -84,6 +87,20 @@ fn run(raw: &[String]) -> Result<(), String> {
             dir: a.path("dir")?,
             log: a.path("log")?,
             systemd: a.flag("systemd"),
+            oom_file: a.values.get("oom-file").map(PathBuf::from),
+        }),
+        "watch" => podctl_shim::watch::run(podctl_shim::watch::parse_args(rest)?),
+        "exec" => exec::run(exec::ExecArgs {
+            id: a.get("id")?.to_string(),
+            root: a.path("root")?,
+            process: a.path("process")?,
+            status: a.path("status")?,
+            timeout: std::time::Duration::from_millis(
+                a.values
+                    .get("timeout-ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            ),
         }),
         "pause" => pause::start(pause::PauseArgs {
             dir: a.path("dir")?,

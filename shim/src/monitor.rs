@@ -1,23 +1,21 @@
-//! The monitor process: create the container, copy its output into the
-//! CRI log, reap it, record how it ended.
+//! The monitor process, first half: leave the caller's session, create
+//! the container with libcontainer holding its stdio pipes, report its PID,
+//! then re-execute into the small `watch` half (see `watch.rs`), which
+//! drops libcontainer's memory.
 
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::fcntl::OFlag;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe2, setsid, ForkResult, Pid};
 
-use podctl_shim::logfmt::{now_ns, record, rfc3339_nano, LineSplitter};
 use podctl_shim::state::write_atomic;
-use podctl_shim::{ExitRecord, MONITOR_PID_FILE, PID_FILE};
+use podctl_shim::{MONITOR_PID_FILE, PID_FILE};
 
 pub struct CreateArgs {
     pub id: String,
@@ -26,6 +24,7 @@ pub struct CreateArgs {
     pub dir: PathBuf,
     pub log: PathBuf,
     pub systemd: bool,
+    pub oom_file: Option<PathBuf>,
 }
 
 /// Fork the monitor, wait until it reports the container created, print
@@ -80,20 +79,8 @@ fn monitor(a: &CreateArgs, ready: &mut File) -> Result<(), String> {
         ));
     }
     detach_stdio()?;
-    let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGUSR1,
-        Signal::SIGTERM,
-        Signal::SIGPIPE,
-    ] {
-        mask.add(s);
-    }
-    mask.thread_block()
-        .map_err(|e| format!("sigprocmask: {e}"))?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| format!("signalfd: {e}"))?;
-
+    // Signals are blocked only after the container is forked: libcontainer
+    // does not reset the signal mask, and the container must not inherit it.
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
@@ -111,6 +98,8 @@ fn monitor(a: &CreateArgs, ready: &mut File) -> Result<(), String> {
     let pid = container
         .pid()
         .ok_or_else(|| format!("container {} has no pid after create", a.id))?;
+    drop(container);
+    podctl_shim::watch::block_signals()?;
     write_atomic(&a.dir.join(PID_FILE), pid.to_string().as_bytes())
         .map_err(|e| format!("{}: {e}", a.dir.display()))?;
     write_atomic(
@@ -118,17 +107,68 @@ fn monitor(a: &CreateArgs, ready: &mut File) -> Result<(), String> {
         std::process::id().to_string().as_bytes(),
     )
     .map_err(|e| format!("{}: {e}", a.dir.display()))?;
+    // libcontainer changed our working directory; the watcher needs none.
+    let _ = std::env::set_current_dir("/");
     let _ = writeln!(ready, "ok {pid}");
-    drop(std::mem::replace(ready, devnull_file()?));
-    watch(a, pid, out_r, err_r, sfd);
-    Ok(())
+    // Re-execute as the watcher. On failure, watch in this process.
+    let err = reexec_watch(a, pid, &out_r, &err_r);
+    let _ = write_atomic(&a.dir.join("monitor.err"), err.as_bytes());
+    podctl_shim::watch::run(podctl_shim::watch::WatchArgs {
+        dir: a.dir.clone(),
+        log: a.log.clone(),
+        pid,
+        stdout: out_r,
+        stderr: err_r,
+        oom_file: a.oom_file.clone(),
+    })
 }
 
-fn devnull_file() -> Result<File, String> {
-    OpenOptions::new()
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| format!("/dev/null: {e}"))
+/// `execv(/proc/self/exe, watch ...)` with the pipes' fds inherited.
+fn reexec_watch(a: &CreateArgs, pid: Pid, out_r: &OwnedFd, err_r: &OwnedFd) -> String {
+    for fd in [out_r.as_raw_fd(), err_r.as_raw_fd()] {
+        // SAFETY: clearing FD_CLOEXEC on descriptors we own.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+            return format!("fcntl: {}", std::io::Error::last_os_error());
+        }
+    }
+    // The small watcher binary next to us, else our own `watch` mode.
+    let exe = std::fs::read_link("/proc/self/exe").unwrap_or_default();
+    let small = exe.with_file_name("podctl-shim-watch");
+    let (path, mut args): (PathBuf, Vec<String>) = if small.is_file() {
+        (small, vec!["podctl-shim-watch".into()])
+    } else {
+        (
+            PathBuf::from("/proc/self/exe"),
+            vec!["podctl-shim".into(), "watch".into()],
+        )
+    };
+    args.extend([
+        "--dir".into(),
+        a.dir.display().to_string(),
+        "--log".into(),
+        a.log.display().to_string(),
+        "--pid".into(),
+        pid.to_string(),
+        "--stdout-fd".into(),
+        out_r.as_raw_fd().to_string(),
+        "--stderr-fd".into(),
+        err_r.as_raw_fd().to_string(),
+    ]);
+    if let Some(o) = &a.oom_file {
+        args.push("--oom-file".into());
+        args.push(o.display().to_string());
+    }
+    let cargs: Result<Vec<CString>, _> = args.into_iter().map(CString::new).collect();
+    let Ok(cargs) = cargs else {
+        return "argument with a NUL byte".into();
+    };
+    let Ok(path) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return "watcher path with a NUL byte".into();
+    };
+    match nix::unistd::execv(&path, &cargs) {
+        Ok(never) => match never {},
+        Err(e) => format!("execv: {e}"),
+    }
 }
 
 /// Point stdin/stdout/stderr at /dev/null so the starter's pipes close.
@@ -145,125 +185,4 @@ fn detach_stdio() -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-struct Stream {
-    name: &'static str,
-    fd: Option<File>,
-    lines: LineSplitter,
-}
-
-fn open_log(path: &Path) -> Option<File> {
-    OpenOptions::new().create(true).append(true).open(path).ok()
-}
-
-fn watch(a: &CreateArgs, pid: Pid, out_r: OwnedFd, err_r: OwnedFd, sfd: SignalFd) {
-    let mut log = open_log(&a.log);
-    let mut streams = [
-        Stream {
-            name: "stdout",
-            fd: Some(File::from(out_r)),
-            lines: LineSplitter::default(),
-        },
-        Stream {
-            name: "stderr",
-            fd: Some(File::from(err_r)),
-            lines: LineSplitter::default(),
-        },
-    ];
-    let mut exit: Option<WaitStatus> = None;
-    let mut drain_deadline: Option<i64> = None;
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        let open: Vec<usize> = (0..2).filter(|&i| streams[i].fd.is_some()).collect();
-        if exit.is_some() && (open.is_empty() || drain_deadline.is_some_and(|d| now_ns() > d)) {
-            break;
-        }
-        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        for &i in &open {
-            if let Some(f) = &streams[i].fd {
-                fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-            }
-        }
-        let ready = match poll(&mut fds, PollTimeout::from(200u16)) {
-            Ok(n) => n,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
-        };
-        let revents: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
-        if ready == 0 {
-            continue;
-        }
-        if revents[0] {
-            while let Ok(Some(info)) = sfd.read_signal() {
-                match info.ssi_signo as i32 {
-                    libc::SIGUSR1 => log = open_log(&a.log),
-                    libc::SIGCHLD => reap(pid, &mut exit),
-                    _ => {}
-                }
-            }
-            if exit.is_some() && drain_deadline.is_none() {
-                drain_deadline = Some(now_ns() + 2_000_000_000);
-            }
-        }
-        for (k, &i) in open.iter().enumerate() {
-            if !revents[k + 1] {
-                continue;
-            }
-            let s = &mut streams[i];
-            let n = match s.fd.as_mut().map(|f| f.read(&mut buf)) {
-                Some(Ok(n)) => n,
-                Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                _ => 0,
-            };
-            let ts = now_ns();
-            let name = s.name;
-            let mut emit = |body: &[u8], partial: bool| {
-                if let Some(l) = log.as_mut() {
-                    let _ = l.write_all(&record(ts, name, body, partial));
-                }
-            };
-            if n == 0 {
-                s.lines.finish(&mut emit);
-                s.fd = None;
-            } else {
-                s.lines.feed(&buf[..n], &mut emit);
-            }
-        }
-    }
-    if exit.is_none() {
-        reap(pid, &mut exit);
-    }
-    let (exit_code, signal) = match exit {
-        Some(WaitStatus::Exited(_, c)) => (c, None),
-        Some(WaitStatus::Signaled(_, s, _)) => (128 + s as i32, Some(s as i32)),
-        _ => (255, None),
-    };
-    let ns = now_ns();
-    let rec = ExitRecord {
-        exit_code,
-        signal,
-        finished_at: rfc3339_nano(ns),
-        finished_at_ns: ns,
-        oom_killed: false,
-    };
-    let _ = rec.write(&a.dir);
-}
-
-/// Reap every exited child; remember the container's status.
-fn reap(pid: Pid, exit: &mut Option<WaitStatus>) {
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(_) => return,
-            Ok(st) => {
-                if st.pid() == Some(pid) {
-                    *exit = Some(st);
-                }
-            }
-        }
-    }
 }

@@ -17,7 +17,7 @@ use podctl_shim::state::write_atomic;
 pub struct PauseArgs {
     pub dir: PathBuf,
     pub hostname: String,
-    /// Namespaces to create: any of "network", "ipc", "uts".
+    /// Namespaces to create: any of "network", "ipc", "uts", "pid".
     pub new_namespaces: Vec<String>,
 }
 
@@ -48,7 +48,7 @@ pub fn start(a: PauseArgs) -> Result<(), String> {
                 let _ = writeln!(w, "err {e}");
                 std::process::exit(1);
             }
-            let _ = writeln!(w, "ok {}", std::process::id());
+            let _ = writeln!(w, "ok {}", host_pid());
             drop(w);
             run();
         }
@@ -63,10 +63,20 @@ fn setup(a: &PauseArgs) -> Result<(), String> {
             "network" => CloneFlags::CLONE_NEWNET,
             "ipc" => CloneFlags::CLONE_NEWIPC,
             "uts" => CloneFlags::CLONE_NEWUTS,
+            "pid" => CloneFlags::CLONE_NEWPID,
             other => return Err(format!("unknown namespace {other:?}")),
         };
     }
     unshare(flags).map_err(|e| format!("unshare: {e}"))?;
+    if flags.contains(CloneFlags::CLONE_NEWPID) {
+        // unshare(CLONE_NEWPID) only applies to children: fork the real
+        // pause, PID 1 of the new namespace; this process exits.
+        // SAFETY: single-threaded process.
+        match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+            ForkResult::Parent { .. } => std::process::exit(0),
+            ForkResult::Child => {}
+        }
+    }
     if flags.contains(CloneFlags::CLONE_NEWUTS) && !a.hostname.is_empty() {
         sethostname(&a.hostname).map_err(|e| format!("sethostname {:?}: {e}", a.hostname))?;
     }
@@ -79,11 +89,8 @@ fn setup(a: &PauseArgs) -> Result<(), String> {
         // SAFETY: dup2 onto the standard descriptors, which we own.
         unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
     }
-    write_atomic(
-        &a.dir.join("pause.pid"),
-        std::process::id().to_string().as_bytes(),
-    )
-    .map_err(|e| format!("{}: {e}", a.dir.display()))
+    write_atomic(&a.dir.join("pause.pid"), host_pid().to_string().as_bytes())
+        .map_err(|e| format!("{}: {e}", a.dir.display()))
 }
 
 /// Sleep on signals: reap children, exit on TERM/INT.
@@ -110,4 +117,13 @@ fn run() -> ! {
             Err(_) => {}
         }
     }
+}
+
+/// Our PID as the host sees it: inside a new PID namespace getpid() is 1,
+/// but /proc is still the host's.
+fn host_pid() -> u32 {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(std::process::id)
 }

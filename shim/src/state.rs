@@ -65,3 +65,30 @@ pub fn read_pid(path: &Path) -> std::io::Result<i32> {
         )
     })
 }
+
+/// The process `podctl-shim exec` runs (`--process FILE`, JSON).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ExecProcess {
+    pub args: Vec<String>,
+    /// `KEY=value` added to the container's environment.
+    pub env: Vec<String>,
+    /// Working directory; `/` when `None`.
+    pub cwd: Option<String>,
+    /// Identity to run as (the container's).
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    /// The container's seccomp profile: libcontainer's tenant builder does
+    /// not apply it to exec'd processes, so the shim does.
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    /// The container's rlimits, likewise not applied by the tenant builder.
+    #[serde(default)]
+    pub rlimits: Vec<oci_spec::runtime::PosixRlimit>,
+}
+
+/// What `podctl-shim exec` writes to `--status FILE` (JSON).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExecStatus {
+    pub exit_code: i32,
+    pub timed_out: bool,
+}

@@ -127,6 +127,11 @@ pub fn busybox_docker() -> Result<Image> {
     ))
 }
 
+/// busybox with zstd layers (`application/vnd.oci.image.layer.v1.tar+zstd`).
+pub fn zstd_image() -> Result<Image> {
+    busybox_zstd()
+}
+
 /// busybox with zstd layers.
 pub fn busybox_zstd() -> Result<Image> {
     Ok(image(
@@ -159,8 +164,17 @@ pub fn httpd() -> Result<Image> {
     ))
 }
 
-/// Files of the `layered` image after all layers are applied:
-/// (path, Some(contents) for files / None for directories).
+/// Files of the `layered` image after all layers are applied, sorted:
+/// (path, Some(contents) for files / None for directories and the symlink).
+///
+/// - layer 1 (gzip): `a/keep`, `a/gone`, `dir/old1`, `dir/sub/old2`,
+///   `replaced` ("first"), `doomed`;
+/// - layer 2 (gzip): whiteouts `a/.wh.gone` and `.wh.doomed`, opaque
+///   `dir/.wh..wh..opq` (hides `dir/old1` and `dir/sub`), new `dir/new`;
+/// - layer 3 (uncompressed): symlink `link-to-keep -> a/keep`, file
+///   `same-as-keep` plus hard link `hardlink-to-same` to it (same inode),
+///   `dir/sub/fresh` (so `dir/sub` exists again, without `old2`), and
+///   `replaced` ("second").
 pub const LAYERED_TREE: &[(&str, Option<&str>)] = &[
     ("a", None),
     ("a/keep", Some("keep\n")),
@@ -168,6 +182,7 @@ pub const LAYERED_TREE: &[(&str, Option<&str>)] = &[
     ("dir/new", Some("new\n")),
     ("dir/sub", None),
     ("dir/sub/fresh", Some("fresh\n")),
+    ("hardlink-to-same", Some("keep\n")),
     ("link-to-keep", None),
     ("replaced", Some("second\n")),
     ("same-as-keep", Some("keep\n")),
@@ -197,6 +212,7 @@ pub fn layered() -> Image {
     let l3 = LayerBuilder::new()
         .symlink("link-to-keep", "a/keep")
         .file("same-as-keep", 0o644, b"keep\n")
+        .hardlink("hardlink-to-same", "same-as-keep")
         .dir("dir", 0o755)
         .dir("dir/sub", 0o755)
         .file("dir/sub/fresh", 0o644, b"fresh\n")
@@ -240,32 +256,7 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-/// A benchmark image of about `total` bytes (uncompressed) in five layers:
-/// half incompressible data, half text, in files from 4 KiB to 4 MiB.
-pub fn big(total: usize) -> Image {
-    let per_layer = total / 5;
-    let words = b"podctl pulls layers while it unpacks them into overlay snapshots ";
-    let layers = (0..5u64)
-        .map(|li| {
-            let mut b = LayerBuilder::new().dir(&format!("data{li}"), 0o755);
-            let mut done = 0usize;
-            let mut i = 0u64;
-            while done < per_layer {
-                let size = [4 << 10, 64 << 10, 512 << 10, 4 << 20][(i % 4) as usize];
-                let data = if (i / 4).is_multiple_of(2) {
-                    noise(li * 1_000_003 + i, size)
-                } else {
-                    words.iter().cycle().take(size).copied().collect()
-                };
-                b = b.file(&format!("data{li}/f{i:05}"), 0o644, &data);
-                done += size;
-                i += 1;
-            }
-            b.finish(Compression::Gzip)
-        })
-        .collect();
-    image(layers, &ImageSpec::default())
-}
+pub use crate::big::{big, big_uncached};
 
 /// References of the standard fixtures in a registry.
 #[derive(Clone, Debug)]
@@ -281,25 +272,55 @@ pub struct Published {
     pub httpd_image: Image,
     pub layered_image: Image,
     pub multiarch_index: Index,
+    /// Every pushed reference with its manifest (or index) digest.
+    pub digests: Vec<(String, String)>,
+}
+
+/// What [`push_standard`] pushed.
+pub type Pushed = Published;
+
+/// Push the standard fixtures to an open `reg`.
+pub fn push_standard(reg: &Registry) -> Result<Pushed> {
+    publish(reg, None)
 }
 
 /// Push the standard fixtures to `reg`.
 pub fn publish(reg: &Registry, creds: Option<(&str, &str)>) -> Result<Published> {
     let mut p = Pusher::new(&reg.url(), creds);
     let host = reg.host();
+    let mut digests = Vec::new();
+    let mut record = |repo_tag: &str, digest: String| {
+        digests.push((format!("{host}/{repo_tag}"), digest));
+    };
     let bb = busybox()?;
-    p.image("library/busybox", "latest", &bb)?;
+    record(
+        "library/busybox:latest",
+        p.image("library/busybox", "latest", &bb)?,
+    );
     let bbd = busybox_docker()?;
-    p.image("podctl/busybox-docker", "v1", &bbd)?;
+    record(
+        "podctl/busybox-docker:v1",
+        p.image("podctl/busybox-docker", "v1", &bbd)?,
+    );
     let bbz = busybox_zstd()?;
-    p.image("podctl/busybox-zstd", "v1", &bbz)?;
+    record(
+        "podctl/busybox-zstd:v1",
+        p.image("podctl/busybox-zstd", "v1", &bbz)?,
+    );
     let web = httpd()?;
-    p.image("podctl/httpd", "latest", &web)?;
+    record(
+        "podctl/httpd:latest",
+        p.image("podctl/httpd", "latest", &web)?,
+    );
     let lay = layered();
-    p.image("podctl/layered", "v1", &lay)?;
+    record("podctl/layered:v1", p.image("podctl/layered", "v1", &lay)?);
     let ma = multiarch(false);
-    p.index("podctl/multiarch", "v1", &ma)?;
+    record(
+        "podctl/multiarch:v1",
+        p.index("podctl/multiarch", "v1", &ma)?,
+    );
     Ok(Published {
+        digests,
         busybox: format!("{host}/library/busybox:latest"),
         busybox_docker: format!("{host}/podctl/busybox-docker:v1"),
         busybox_zstd: format!("{host}/podctl/busybox-zstd:v1"),
@@ -317,57 +338,141 @@ pub fn publish(reg: &Registry, creds: Option<(&str, &str)>) -> Result<Published>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::{OCI_INDEX, OCI_MANIFEST};
+
+    fn http(url: &str) -> Result<reqwest::blocking::Response> {
+        reqwest::blocking::Client::new()
+            .get(url)
+            .header("Accept", format!("{OCI_INDEX}, {OCI_MANIFEST}"))
+            .send()
+            .map_err(|source| TestbedError::Http {
+                url: url.into(),
+                source,
+            })
+    }
 
     #[test]
     fn fixtures_are_deterministic() -> Result<()> {
         assert_eq!(busybox()?.manifest_digest, busybox()?.manifest_digest);
         assert_eq!(layered().manifest_digest, layered().manifest_digest);
         assert_eq!(multiarch(false).digest, multiarch(false).digest);
-        assert_eq!(big(1 << 20).manifest_digest, big(1 << 20).manifest_digest);
+        assert_eq!(multiarch(true).digest, multiarch(true).digest);
+        let a = crate::big::big_uncached(1 << 20)?;
+        assert_eq!(
+            a.manifest_digest,
+            crate::big::big_uncached(1 << 20)?.manifest_digest
+        );
+        assert_eq!(a.layers.len(), 5);
         Ok(())
     }
 
     #[test]
-    fn publish_to_a_real_registry_and_auth_is_enforced() -> Result<()> {
-        use crate::registry::Auth;
-        let reg = Registry::start()?;
-        let pubd = publish(&reg, None)?;
-        let again = publish(&reg, None)?;
+    fn big_is_cached_on_disk() -> Result<()> {
+        let size = (3 << 20) + 12345;
+        let _ = std::fs::remove_dir_all(crate::big::big_cache_dir(size));
+        let first = big(size);
+        assert!(crate::big::big_cache_dir(size).join("layers.json").exists());
+        let second = big(size);
+        assert_eq!(first.manifest_digest, second.manifest_digest);
         assert_eq!(
-            pubd.busybox_image.manifest_digest,
-            again.busybox_image.manifest_digest
+            first.manifest_digest,
+            crate::big::big_uncached(size)?.manifest_digest
         );
-        let client = reqwest::blocking::Client::new();
-        let url = format!("{}/v2/podctl/multiarch/manifests/v1", reg.url());
-        let resp = client
-            .get(&url)
-            .header("Accept", crate::oci::OCI_INDEX)
-            .send()
-            .map_err(|e| TestbedError::Http {
-                url: url.clone(),
-                source: e,
-            })?;
-        assert_eq!(resp.status().as_u16(), 200);
-        for auth in [
-            Auth::Basic {
-                user: "u".into(),
-                pass: "p".into(),
-            },
-            Auth::Token {
-                user: "u".into(),
-                pass: "p".into(),
-            },
-        ] {
-            let reg = Registry::start_with(auth)?;
-            let mut p = Pusher::new(&reg.url(), Some(("u", "p")));
-            p.image("podctl/layered", "v1", &layered())?;
-            let url = format!("{}/v2/podctl/layered/manifests/v1", reg.url());
-            let anon = client.get(&url).send().map_err(|e| TestbedError::Http {
-                url: url.clone(),
-                source: e,
-            })?;
-            assert_eq!(anon.status().as_u16(), 401);
+        let _ = std::fs::remove_dir_all(crate::big::big_cache_dir(size));
+        Ok(())
+    }
+
+    /// Unpack the busybox layers with GNU tar and run a shell in a chroot:
+    /// the image is complete (libraries, loader, applet links, /etc).
+    #[test]
+    fn busybox_runs_in_a_chroot() -> Result<()> {
+        let root = tempfile::tempdir().map_err(io_err("create", "tempdir"))?;
+        for (i, l) in busybox_layers(Compression::Gzip)?.iter().enumerate() {
+            let path = root.path().join(format!("../layer{i}.tgz"));
+            std::fs::write(&path, &l.blob).map_err(io_err("write", path.display()))?;
+            let st = Command::new("tar")
+                .arg("-xzf")
+                .arg(&path)
+                .arg("-C")
+                .arg(root.path())
+                .status()
+                .map_err(io_err("run", "tar"))?;
+            let _ = std::fs::remove_file(&path);
+            assert!(st.success(), "GNU tar unpacks layer {i}");
         }
+        let out = Command::new("chroot")
+            .arg(root.path())
+            .args([
+                "/bin/sh",
+                "-c",
+                "id -u www-data; id -g nobody; ls /usr/bin/wget; echo ok",
+            ])
+            .env_clear()
+            .env("PATH", "/bin:/usr/bin:/sbin:/usr/sbin")
+            .output()
+            .map_err(io_err("run", "chroot"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text, "33\n65534\n/usr/bin/wget\nok\n", "{out:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn push_standard_is_deterministic_across_registries() -> Result<()> {
+        let (r1, r2) = (Registry::start()?, Registry::start()?);
+        let a = push_standard(&r1)?;
+        let b = push_standard(&r2)?;
+        let strip = |p: &Pushed, host: &str| -> Vec<(String, String)> {
+            p.digests
+                .iter()
+                .map(|(r, d)| (r.replace(host, "HOST"), d.clone()))
+                .collect()
+        };
+        assert_eq!(strip(&a, &r1.host()), strip(&b, &r2.host()));
+        assert_eq!(a.digests.len(), 6);
+        // Pushing again is a no-op with the same digests.
+        assert_eq!(push_standard(&r1)?.digests, a.digests);
+        Ok(())
+    }
+
+    #[test]
+    fn multiarch_index_resolves_to_two_manifests() -> Result<()> {
+        let reg = Registry::start()?;
+        let pushed = push_standard(&reg)?;
+        let url = format!("{}/v2/podctl/multiarch/manifests/v1", reg.url());
+        let r = http(&url)?;
+        assert_eq!(r.status().as_u16(), 200);
+        let ct = r
+            .headers()
+            .get("Content-Type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(ct, OCI_INDEX);
+        let body = r.bytes().map_err(|source| TestbedError::Http {
+            url: url.clone(),
+            source,
+        })?;
+        assert_eq!(crate::sha256(&body), pushed.multiarch_index.digest);
+        let idx: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let ms = idx["manifests"].as_array().cloned().unwrap_or_default();
+        assert_eq!(ms.len(), 2);
+        let mut archs = Vec::new();
+        for m in ms {
+            let arch = m["platform"]["architecture"].as_str().unwrap_or_default();
+            assert_eq!(m["platform"]["os"], "linux");
+            let d = m["digest"].as_str().unwrap_or_default();
+            let url = format!("{}/v2/podctl/multiarch/manifests/{d}", reg.url());
+            let r = http(&url)?;
+            assert_eq!(r.status().as_u16(), 200, "{url}");
+            let img = pushed
+                .multiarch_index
+                .images
+                .iter()
+                .find(|i| i.manifest_digest == d);
+            assert_eq!(img.map(|i| i.architecture.as_str()), Some(arch));
+            archs.push(arch.to_string());
+        }
+        assert_eq!(archs, ["amd64", "arm64"]);
         Ok(())
     }
 }

@@ -1,8 +1,21 @@
 //! podctl's test bed: a real registry on 127.0.0.1 (Debian's
 //! `docker-registry`), deterministic OCI images built from this machine's
 //! Debian packages, and a small registry v2 push client to upload them.
+//!
+//! - [`registry`]: [`registry::Registry`] (open, Basic, token or TLS), killed
+//!   on drop; [`token`]: the bearer-token realm behind token auth.
+//! - [`layer`]: deterministic layer tars, hostile entries included;
+//!   [`oci`]: configs, manifests (OCI or Docker schema 2) and indexes.
+//! - [`push`]: the push client ([`push::Pusher`], [`push::push_image`], ...).
+//! - [`fixtures`]: busybox, httpd, layered, multiarch, zstd and the
+//!   [`big`] benchmark image, and [`fixtures::push_standard`].
+//!
+//! Everything is blocking; call it outside async runtimes (or in
+//! `spawn_blocking`).
 
+pub mod big;
 pub mod fixtures;
+pub mod layer;
 pub mod oci;
 pub mod push;
 pub mod registry;

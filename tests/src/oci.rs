@@ -1,11 +1,18 @@
-//! Deterministic OCI layers, images and indexes: same inputs, same bytes,
-//! same digests on every run (mtime 0, fixed owners, fixed creation date,
-//! JSON with sorted keys).
+//! Deterministic OCI / Docker schema 2 images and indexes: same inputs, same
+//! bytes, same digests on every run (mtime 0, fixed owners, fixed creation
+//! date, JSON from structs with a fixed field order; free-form maps such as
+//! the config's `config` section are `serde_json::Value`s whose keys come
+//! out sorted).
+//!
+//! Layers are built with [`crate::layer`] (re-exported here).
 
-use std::io::Write;
-
+use serde::Serialize;
 use serde_json::{json, Value};
 
+pub use crate::layer::{
+    compress, fix_checksum, layer_from_tar, Compression, Layer, LayerBuilder, RawEntry, TarFormat,
+    DOCKER_LAYER_GZIP, LAYER_GZIP, LAYER_TAR, LAYER_ZSTD,
+};
 use crate::sha256;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -14,161 +21,72 @@ pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 
-/// Layer compression.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
+/// The fixed creation date of every fixture.
+pub const CREATED: &str = "2024-01-01T00:00:00Z";
 
-/// A built layer.
-#[derive(Clone, Debug)]
-pub struct Layer {
+/// A content descriptor as it appears in manifests and indexes.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Descriptor {
+    #[serde(rename = "mediaType")]
     pub media_type: String,
-    pub blob: Vec<u8>,
     pub digest: String,
-    pub diff_id: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
 }
 
-/// Builds one layer tar.
-pub struct LayerBuilder {
-    tar: tar::Builder<Vec<u8>>,
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Platform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
-impl Default for LayerBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
+#[derive(Serialize)]
+struct ManifestJson<'a> {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    #[serde(rename = "mediaType")]
+    media_type: &'a str,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
 }
 
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_size(size);
-    h.set_mtime(0);
-    h.set_uid(0);
-    h.set_gid(0);
-    h
+#[derive(Serialize)]
+struct IndexJson<'a> {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    #[serde(rename = "mediaType")]
+    media_type: &'a str,
+    manifests: Vec<Descriptor>,
 }
 
-impl LayerBuilder {
-    pub fn new() -> Self {
-        let mut tar = tar::Builder::new(Vec::new());
-        tar.mode(tar::HeaderMode::Deterministic);
-        LayerBuilder { tar }
-    }
-
-    pub fn dir(mut self, path: &str, mode: u32) -> Self {
-        let mut h = header(tar::EntryType::Directory, mode, 0);
-        let _ = self.tar.append_data(&mut h, path, std::io::empty());
-        self
-    }
-
-    pub fn file(self, path: &str, mode: u32, data: &[u8]) -> Self {
-        self.file_owned(path, mode, 0, 0, data)
-    }
-
-    pub fn file_owned(mut self, path: &str, mode: u32, uid: u64, gid: u64, data: &[u8]) -> Self {
-        let mut h = header(tar::EntryType::Regular, mode, data.len() as u64);
-        h.set_uid(uid);
-        h.set_gid(gid);
-        let _ = self.tar.append_data(&mut h, path, data);
-        self
-    }
-
-    pub fn symlink(mut self, path: &str, target: &str) -> Self {
-        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-        let _ = self.tar.append_link(&mut h, path, target);
-        self
-    }
-
-    pub fn hardlink(mut self, path: &str, target: &str) -> Self {
-        let mut h = header(tar::EntryType::Link, 0o644, 0);
-        let _ = self.tar.append_link(&mut h, path, target);
-        self
-    }
-
-    /// Hide `path` of lower layers (`dir/.wh.name`).
-    pub fn whiteout(self, path: &str) -> Self {
-        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        let wh = if dir.is_empty() {
-            format!(".wh.{name}")
-        } else {
-            format!("{dir}/.wh.{name}")
-        };
-        self.file(&wh, 0o644, b"")
-    }
-
-    /// Make `dir` opaque (`dir/.wh..wh..opq`).
-    pub fn opaque(self, dir: &str) -> Self {
-        self.file(&format!("{dir}/.wh..wh..opq"), 0o644, b"")
-    }
-
-    /// An entry whose name and link name are written as raw bytes into the
-    /// header, bypassing the tar crate's checks (for hostile archives).
-    pub fn raw(mut self, kind: tar::EntryType, name: &[u8], link: &[u8], data: &[u8]) -> Self {
-        let mut h = header(kind, 0o644, data.len() as u64);
-        {
-            let old = h.as_old_mut();
-            let n = name.len().min(99);
-            old.name = [0; 100];
-            old.name[..n].copy_from_slice(&name[..n]);
-            let l = link.len().min(99);
-            old.linkname = [0; 100];
-            old.linkname[..l].copy_from_slice(&link[..l]);
-        }
-        h.set_cksum();
-        let _ = self.tar.append(&h, data);
-        self
-    }
-
-    /// A character or block device node.
-    pub fn device(mut self, path: &str, kind: tar::EntryType, major: u32, minor: u32) -> Self {
-        let mut h = header(kind, 0o666, 0);
-        let _ = h.set_device_major(major);
-        let _ = h.set_device_minor(minor);
-        let _ = self.tar.append_data(&mut h, path, std::io::empty());
-        self
-    }
-
-    /// The uncompressed tar bytes.
-    pub fn into_tar(self) -> Vec<u8> {
-        self.tar.into_inner().unwrap_or_default()
-    }
-
-    pub fn finish(self, compression: Compression) -> Layer {
-        layer_from_tar(self.into_tar(), compression)
-    }
+#[derive(Serialize)]
+struct RootFs<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    diff_ids: Vec<&'a str>,
 }
 
-/// Compress a tar into a layer.
-pub fn layer_from_tar(tar: Vec<u8>, compression: Compression) -> Layer {
-    let (blob, media_type) = match compression {
-        Compression::None => (tar.clone(), "application/vnd.oci.image.layer.v1.tar"),
-        Compression::Gzip => {
-            let mut enc = flate2::GzBuilder::new()
-                .mtime(0)
-                .write(Vec::new(), flate2::Compression::new(6));
-            let _ = enc.write_all(&tar);
-            (
-                enc.finish().unwrap_or_default(),
-                "application/vnd.oci.image.layer.v1.tar+gzip",
-            )
-        }
-        Compression::Zstd => (
-            zstd::encode_all(&tar[..], 3).unwrap_or_default(),
-            "application/vnd.oci.image.layer.v1.tar+zstd",
-        ),
-    };
-    Layer {
-        media_type: media_type.into(),
-        digest: sha256(&blob),
-        diff_id: sha256(&tar),
-        blob,
-    }
+#[derive(Serialize)]
+struct History {
+    created: &'static str,
+    created_by: String,
+}
+
+#[derive(Serialize)]
+struct ConfigJson<'a> {
+    created: &'static str,
+    architecture: &'a str,
+    os: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<&'a str>,
+    config: &'a Value,
+    rootfs: RootFs<'a>,
+    history: Vec<History>,
 }
 
 /// A built image.
@@ -179,17 +97,38 @@ pub struct Image {
     pub layers: Vec<Layer>,
     pub manifest: Vec<u8>,
     pub manifest_digest: String,
+    /// Media type of the manifest.
     pub media_type: String,
     pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Image {
+    /// The descriptor an index uses for this image.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type.clone(),
+            digest: self.manifest_digest.clone(),
+            size: self.manifest.len() as u64,
+            platform: Some(Platform {
+                architecture: self.architecture.clone(),
+                os: "linux".into(),
+                variant: self.variant.clone(),
+            }),
+        }
+    }
 }
 
 /// Image construction options.
 #[derive(Clone, Debug)]
 pub struct ImageSpec {
     pub architecture: String,
+    /// Platform variant (`v8` for arm64), none by default.
+    pub variant: Option<String>,
     /// Docker schema 2 media types instead of OCI.
     pub docker: bool,
-    /// The config's `config` section (Env, Cmd, User, ...).
+    /// The config's `config` section: `Env`, `Entrypoint`, `Cmd`,
+    /// `WorkingDir`, `User`, `ExposedPorts`, `Labels`, ...
     pub run: Value,
 }
 
@@ -197,56 +136,80 @@ impl Default for ImageSpec {
     fn default() -> Self {
         ImageSpec {
             architecture: "amd64".into(),
+            variant: None,
             docker: false,
             run: json!({}),
         }
     }
 }
 
+/// The manifest media type a layer of `media_type` gets in a Docker schema 2
+/// manifest (Docker has no zstd type; those stay OCI).
+pub fn docker_layer_type(media_type: &str) -> &str {
+    match media_type {
+        LAYER_GZIP => DOCKER_LAYER_GZIP,
+        LAYER_TAR => DOCKER_LAYER_TAR,
+        other => other,
+    }
+}
+
+/// Deterministic JSON (no pretty printing).
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing these structs cannot fail: all map keys are strings.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
 /// Assemble config and manifest for `layers`.
 pub fn image(layers: Vec<Layer>, spec: &ImageSpec) -> Image {
-    let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
-    let history: Vec<Value> = layers
-        .iter()
-        .map(|l| json!({"created": "2024-01-01T00:00:00Z", "created_by": format!("podctl-testbed {}", &l.diff_id[7..19])}))
-        .collect();
-    let config = json!({
-        "architecture": spec.architecture,
-        "os": "linux",
-        "created": "2024-01-01T00:00:00Z",
-        "config": spec.run,
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": history,
+    let config = to_json(&ConfigJson {
+        created: CREATED,
+        architecture: &spec.architecture,
+        os: "linux",
+        variant: spec.variant.as_deref(),
+        config: &spec.run,
+        rootfs: RootFs {
+            kind: "layers",
+            diff_ids: layers.iter().map(|l| l.diff_id.as_str()).collect(),
+        },
+        history: layers
+            .iter()
+            .map(|l| History {
+                created: CREATED,
+                created_by: format!(
+                    "podctl-testbed {}",
+                    l.diff_id.get(7..19).unwrap_or_default()
+                ),
+            })
+            .collect(),
     });
-    let config = serde_json::to_vec(&config).unwrap_or_default();
     let (mt, cfg_mt) = if spec.docker {
         (DOCKER_MANIFEST, DOCKER_CONFIG)
     } else {
         (OCI_MANIFEST, OCI_CONFIG)
     };
-    let layer_descs: Vec<Value> = layers
-        .iter()
-        .map(|l| {
-            let lmt = if spec.docker {
-                match l.media_type.as_str() {
-                    "application/vnd.oci.image.layer.v1.tar+gzip" => {
-                        "application/vnd.docker.image.rootfs.diff.tar.gzip".to_string()
-                    }
-                    other => other.to_string(),
-                }
-            } else {
-                l.media_type.clone()
-            };
-            json!({"mediaType": lmt, "digest": l.digest, "size": l.blob.len()})
-        })
-        .collect();
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": mt,
-        "config": {"mediaType": cfg_mt, "digest": sha256(&config), "size": config.len()},
-        "layers": layer_descs,
+    let manifest = to_json(&ManifestJson {
+        schema_version: 2,
+        media_type: mt,
+        config: Descriptor {
+            media_type: cfg_mt.into(),
+            digest: sha256(&config),
+            size: config.len() as u64,
+            platform: None,
+        },
+        layers: layers
+            .iter()
+            .map(|l| Descriptor {
+                media_type: if spec.docker {
+                    docker_layer_type(&l.media_type).into()
+                } else {
+                    l.media_type.clone()
+                },
+                digest: l.digest.clone(),
+                size: l.size(),
+                platform: None,
+            })
+            .collect(),
     });
-    let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
     Image {
         config_digest: sha256(&config),
         config,
@@ -255,10 +218,11 @@ pub fn image(layers: Vec<Layer>, spec: &ImageSpec) -> Image {
         manifest,
         media_type: mt.into(),
         architecture: spec.architecture.clone(),
+        variant: spec.variant.clone(),
     }
 }
 
-/// An index over platform images.
+/// An index (OCI image index or Docker manifest list) over platform images.
 #[derive(Clone, Debug)]
 pub struct Index {
     pub images: Vec<Image>,
@@ -267,20 +231,14 @@ pub struct Index {
     pub media_type: String,
 }
 
+/// An OCI index (or, with `docker`, a Docker manifest list) over `images`.
 pub fn index(images: Vec<Image>, docker: bool) -> Index {
     let mt = if docker { DOCKER_LIST } else { OCI_INDEX };
-    let manifests: Vec<Value> = images
-        .iter()
-        .map(|i| {
-            json!({
-                "mediaType": i.media_type, "digest": i.manifest_digest, "size": i.manifest.len(),
-                "platform": {"architecture": i.architecture, "os": "linux"},
-            })
-        })
-        .collect();
-    let bytes =
-        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": mt, "manifests": manifests}))
-            .unwrap_or_default();
+    let bytes = to_json(&IndexJson {
+        schema_version: 2,
+        media_type: mt,
+        manifests: images.iter().map(Image::descriptor).collect(),
+    });
     Index {
         digest: sha256(&bytes),
         bytes,

@@ -1,5 +1,34 @@
 //! A registry v2 push client (monolithic uploads) with Basic and Bearer
 //! token auth, enough to publish test images.
+//!
+//! Protocol: `HEAD /v2/REPO/blobs/DIGEST` (present → skip), else
+//! `POST /v2/REPO/blobs/uploads/` → `Location`, then
+//! `PUT LOCATION?digest=DIGEST` with the whole blob; finally
+//! `PUT /v2/REPO/manifests/REF` with the manifest's media type as
+//! `Content-Type`. A 401 is answered once: `Basic` with the credentials,
+//! `Bearer realm=..,service=..` by fetching a token from the realm (Basic
+//! credentials, `scope=repository:REPO:pull,push`); the token is then reused
+//! for that repository.
+//!
+//! # Hostile content against a real registry
+//!
+//! docker-registry 2.8 checks what it is given, which limits what a test can
+//! publish:
+//! - a blob upload whose `?digest=` does not match the body is refused
+//!   (`400 DIGEST_INVALID`, see [`Pusher::blob_claiming`]);
+//! - a manifest naming a blob the repository does not have is refused
+//!   (`400 MANIFEST_BLOB_UNKNOWN`);
+//! - a manifest whose descriptor *size* differs from the blob's, or whose
+//!   layer media type is unknown, is accepted — so a size mismatch can be
+//!   published with [`push_manifest_raw`] (or by editing `Layer::blob` after
+//!   computing the manifest);
+//! - a config whose `diff_ids` do not match the layers is accepted (the
+//!   registry never looks inside layers);
+//! - a truncated or garbage layer is fine as long as it is uploaded under its
+//!   own digest;
+//! - content that does not match its digest can only be served by changing
+//!   the stored file afterwards: [`crate::registry::Registry::tamper_blob`]
+//!   (the filesystem driver serves the file as it is, with its new length).
 
 use std::collections::HashMap;
 
@@ -124,17 +153,7 @@ impl Pusher {
         if r.status().as_u16() != 202 {
             return Err(self.err(&start, format!("upload start: {}", r.status())));
         }
-        let loc = r
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| self.err(&start, "no Location"))?
-            .to_string();
-        let loc = if loc.starts_with('/') {
-            format!("{}{loc}", self.base)
-        } else {
-            loc
-        };
+        let loc = self.location(&start, &r)?;
         let sep = if loc.contains('?') { '&' } else { '?' };
         let put = format!("{loc}{sep}digest={digest}");
         let body = data.to_vec();
@@ -151,6 +170,72 @@ impl Pusher {
             ));
         }
         Ok(digest)
+    }
+
+    /// Try to upload `data` claiming it has digest `claimed` (which may be
+    /// wrong); returns the registry's final status and body instead of
+    /// failing on refusal.
+    pub fn blob_claiming(
+        &mut self,
+        repo: &str,
+        claimed: &str,
+        data: &[u8],
+    ) -> Result<(u16, String)> {
+        let start = format!("{}/v2/{repo}/blobs/uploads/", self.base);
+        let r = self.send(repo, &start, |c| c.post(&start))?;
+        if r.status().as_u16() != 202 {
+            return Err(self.err(&start, format!("upload start: {}", r.status())));
+        }
+        let loc = self.location(&start, &r)?;
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let put = format!("{loc}{sep}digest={claimed}");
+        let body = data.to_vec();
+        let r = self.send(repo, &put, |c| {
+            c.put(&put)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .body(body.clone())
+        })?;
+        let status = r.status().as_u16();
+        Ok((status, r.text().unwrap_or_default()))
+    }
+
+    fn location(&self, url: &str, r: &Response) -> Result<String> {
+        let loc = r
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| self.err(url, "no Location"))?
+            .to_string();
+        Ok(if loc.starts_with('/') {
+            format!("{}{loc}", self.base)
+        } else {
+            loc
+        })
+    }
+
+    /// An authenticated `GET /v2/REPO/manifests/REF` accepting `accept`:
+    /// (status, content type, body).
+    pub fn get_manifest(
+        &mut self,
+        repo: &str,
+        reference: &str,
+        accept: &str,
+    ) -> Result<(u16, String, Vec<u8>)> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let accept = accept.to_string();
+        let r = self.send(repo, &url, |c| c.get(&url).header("Accept", &accept))?;
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = r.bytes().map_err(|e| TestbedError::Http {
+            url: url.clone(),
+            source: e,
+        })?;
+        Ok((status, ct, body.to_vec()))
     }
 
     /// Put a manifest (or index) under `reference` (a tag or digest).
@@ -174,7 +259,19 @@ impl Pusher {
                 format!("manifest: {s}: {}", r.text().unwrap_or_default()),
             ));
         }
-        Ok(sha256(bytes))
+        let ours = sha256(bytes);
+        let theirs = r
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(&ours);
+        if theirs != ours {
+            return Err(self.err(
+                &url,
+                format!("registry stored the manifest as {theirs}, expected {ours}"),
+            ));
+        }
+        Ok(ours)
     }
 
     /// Push an image's blobs and manifest; returns the manifest digest.
@@ -198,5 +295,149 @@ impl Pusher {
             self.manifest(repo, &img.manifest_digest, &img.media_type, &img.manifest)?;
         }
         self.manifest(repo, tag, &idx.media_type, &idx.bytes)
+    }
+}
+
+/// Push `img` (blobs, then manifest under `tag`) to the registry at
+/// `registry_url` (`http://127.0.0.1:PORT`); returns the manifest digest.
+pub fn push_image(
+    registry_url: &str,
+    repo: &str,
+    tag: &str,
+    img: &Image,
+    auth: Option<(&str, &str)>,
+) -> Result<String> {
+    Pusher::new(registry_url, auth).image(repo, tag, img)
+}
+
+/// Push every image of `idx` (by digest), then the index under `tag`;
+/// returns the index digest.
+pub fn push_index(
+    registry_url: &str,
+    repo: &str,
+    tag: &str,
+    idx: &Index,
+    auth: Option<(&str, &str)>,
+) -> Result<String> {
+    Pusher::new(registry_url, auth).index(repo, tag, idx)
+}
+
+/// Upload one blob under its true digest; returns the digest.
+pub fn push_blob(
+    registry_url: &str,
+    repo: &str,
+    data: &[u8],
+    auth: Option<(&str, &str)>,
+) -> Result<String> {
+    Pusher::new(registry_url, auth).blob(repo, data)
+}
+
+/// Put arbitrary manifest bytes under `reference` with `media_type` as
+/// Content-Type (the blobs it names must already be in `repo`); returns the
+/// sha256 of `bytes`.
+pub fn push_manifest_raw(
+    registry_url: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+    auth: Option<(&str, &str)>,
+) -> Result<String> {
+    Pusher::new(registry_url, auth).manifest(repo, reference, media_type, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::{image, Compression, ImageSpec, LayerBuilder, OCI_MANIFEST};
+    use crate::registry::Registry;
+
+    /// What the real registry lets a test publish (see the module docs).
+    #[test]
+    fn registry_checks_digests_but_not_sizes() -> Result<()> {
+        let reg = Registry::start()?;
+        let url = reg.url();
+        let mut p = Pusher::new(&url, None);
+        let a = LayerBuilder::new()
+            .file("a", 0o644, b"a")
+            .finish(Compression::Gzip);
+        let b = LayerBuilder::new()
+            .file("b", 0o644, &crate::fixtures::noise(1, 5000))
+            .finish(Compression::Gzip);
+
+        let (status, body) = p.blob_claiming("t/x", &a.digest, &b.blob)?;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("DIGEST_INVALID"), "{body}");
+
+        // A manifest naming a blob the repository lacks is refused.
+        let img = image(vec![a.clone()], &ImageSpec::default());
+        push_blob(&url, "t/x", &img.config, None)?;
+        let e = push_manifest_raw(&url, "t/x", "v1", OCI_MANIFEST, &img.manifest, None);
+        assert!(
+            e.as_ref()
+                .is_err_and(|e| e.to_string().contains("MANIFEST_BLOB_UNKNOWN")),
+            "{e:?}"
+        );
+
+        // Claiming A's digest with B's size is accepted.
+        push_blob(&url, "t/x", &a.blob, None)?;
+        let mut liar = a.clone();
+        liar.blob = b.blob.clone();
+        let lying = image(vec![liar], &ImageSpec::default());
+        push_blob(&url, "t/x", &lying.config, None)?;
+        let d = push_manifest_raw(&url, "t/x", "v1", OCI_MANIFEST, &lying.manifest, None)?;
+        assert_eq!(d, lying.manifest_digest);
+
+        // Serving content that does not match the digest: tamper with storage.
+        reg.tamper_blob(&a.digest, &b.blob)?;
+        let blob_url = format!("{url}/v2/t/x/blobs/{}", a.digest);
+        let got = reqwest::blocking::get(&blob_url)
+            .and_then(|r| r.bytes())
+            .map_err(|source| TestbedError::Http {
+                url: blob_url.clone(),
+                source,
+            })?;
+        assert_eq!(&got[..], &b.blob[..]);
+        Ok(())
+    }
+
+    #[test]
+    fn docker_schema2_and_zstd_images_are_accepted() -> Result<()> {
+        let reg = Registry::start()?;
+        let l = LayerBuilder::new()
+            .file("f", 0o644, b"f")
+            .finish(Compression::Zstd);
+        let oci = image(vec![l.clone()], &ImageSpec::default());
+        assert_eq!(
+            push_image(&reg.url(), "t/zstd", "v1", &oci, None)?,
+            oci.manifest_digest
+        );
+        let l = LayerBuilder::new()
+            .file("f", 0o644, b"f")
+            .finish(Compression::Gzip);
+        let docker = image(
+            vec![l],
+            &ImageSpec {
+                docker: true,
+                ..Default::default()
+            },
+        );
+        let text = String::from_utf8_lossy(&docker.manifest).into_owned();
+        assert!(text.contains(crate::oci::DOCKER_LAYER_GZIP), "{text}");
+        assert!(text.contains(crate::oci::DOCKER_CONFIG), "{text}");
+        let d = push_image(&reg.url(), "t/docker", "v1", &docker, None)?;
+        let (status, ct, body) = Pusher::new(&reg.url(), None).get_manifest(
+            "t/docker",
+            "v1",
+            crate::oci::DOCKER_MANIFEST,
+        )?;
+        assert_eq!((status, ct.as_str()), (200, crate::oci::DOCKER_MANIFEST));
+        assert_eq!(sha256(&body), d);
+        let idx = crate::fixtures::multiarch(true);
+        assert_eq!(
+            push_index(&reg.url(), "t/list", "v1", &idx, None)?,
+            idx.digest
+        );
+        Ok(())
     }
 }

@@ -43,7 +43,27 @@ impl Registry {
         Self::start_with(Auth::None)
     }
 
-    /// A registry that needs credentials.
+    /// A registry demanding htpasswd (bcrypt) Basic auth for everything,
+    /// `GET /v2/` included.
+    pub fn start_basic_auth(user: &str, pass: &str) -> Result<Self> {
+        Self::start_with(Auth::Basic {
+            user: user.into(),
+            pass: pass.into(),
+        })
+    }
+
+    /// A registry with real token auth: it answers 401 with a
+    /// `WWW-Authenticate: Bearer realm=...,service=...,scope=...` challenge
+    /// and accepts RS256 JWTs from the fixture's token realm, which hands
+    /// them out for `user`/`pass` only.
+    pub fn start_token_auth(user: &str, pass: &str) -> Result<Self> {
+        Self::start_with(Auth::Token {
+            user: user.into(),
+            pass: pass.into(),
+        })
+    }
+
+    /// A registry configured by `auth`.
     pub fn start_with(auth: Auth) -> Result<Self> {
         let dir = tempfile::tempdir().map_err(io_err("create tempdir", "registry"))?;
         let mut last = None;
@@ -137,7 +157,7 @@ impl Registry {
             }
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls_yaml}{auth_yaml}",
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  redirect:\n    disable: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhealth:\n  storagedriver:\n    enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{tls_yaml}{auth_yaml}",
             storage.display()
         );
         let cfg_path = dir.path().join("config.yml");
@@ -219,9 +239,24 @@ impl Registry {
         let hex = digest.trim_start_matches("sha256:");
         self.storage_dir()
             .join("docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
+            .join(hex.get(..2).unwrap_or(hex))
             .join(hex)
             .join("data")
+    }
+
+    /// Replace the stored content of blob `digest` behind the registry's
+    /// back: it then serves `data` under the old digest (the only way to get
+    /// a blob whose content does not match its digest out of a real
+    /// registry, which verifies digests on upload).
+    pub fn tamper_blob(&self, digest: &str, data: &[u8]) -> Result<()> {
+        let path = self.blob_data_path(digest);
+        if !path.exists() {
+            return Err(TestbedError::Registry {
+                url: self.url(),
+                reason: format!("blob {digest} is not stored at {}", path.display()),
+            });
+        }
+        std::fs::write(&path, data).map_err(io_err("write", path.display()))
     }
 
     /// The registry's log (access log included).
@@ -274,4 +309,155 @@ pub fn free_port() -> Result<u16> {
         .map_err(io_err("local_addr", "127.0.0.1:0"))?
         .port();
     Ok(port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::layered;
+    use crate::oci::OCI_MANIFEST;
+    use crate::push::Pusher;
+
+    fn get(url: &str, auth: Option<&str>) -> Result<reqwest::blocking::Response> {
+        let mut req = reqwest::blocking::Client::new()
+            .get(url)
+            .header("Accept", OCI_MANIFEST);
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        req.send().map_err(|source| TestbedError::Http {
+            url: url.into(),
+            source,
+        })
+    }
+
+    fn header(r: &reqwest::blocking::Response, name: &str) -> String {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn starts_answers_and_stops() -> Result<()> {
+        let reg = Registry::start()?;
+        let url = format!("{}/v2/", reg.url());
+        assert_eq!(reg.url(), format!("http://{}", reg.host()));
+        let r = get(&url, None)?;
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(
+            header(&r, "Docker-Distribution-Api-Version"),
+            "registry/2.0"
+        );
+        let dir = reg.dir().to_path_buf();
+        drop(reg);
+        assert!(get(&url, None).is_err(), "nothing listens after drop");
+        assert!(!dir.exists(), "temp dir removed");
+        Ok(())
+    }
+
+    #[test]
+    fn basic_auth_refuses_anonymous_and_accepts_credentials() -> Result<()> {
+        let reg = Registry::start_basic_auth("alice", "s3cret")?;
+        let digest = Pusher::new(&reg.url(), Some(("alice", "s3cret"))).image(
+            "podctl/layered",
+            "v1",
+            &layered(),
+        )?;
+        let url = format!("{}/v2/podctl/layered/manifests/v1", reg.url());
+        let anon = get(&url, None)?;
+        assert_eq!(anon.status().as_u16(), 401);
+        assert!(header(&anon, "WWW-Authenticate").starts_with("Basic realm="));
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let wrong = get(&url, Some(&format!("Basic {}", b64("alice:nope"))))?;
+        assert_eq!(wrong.status().as_u16(), 401);
+        let ok = get(&url, Some(&format!("Basic {}", b64("alice:s3cret"))))?;
+        assert_eq!(ok.status().as_u16(), 200);
+        assert_eq!(header(&ok, "Docker-Content-Digest"), digest);
+        assert!(Pusher::new(&reg.url(), None)
+            .image("podctl/layered", "v2", &layered())
+            .is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn token_auth_issues_tokens_the_registry_accepts() -> Result<()> {
+        let reg = Registry::start_token_auth("alice", "s3cret")?;
+        assert_eq!(reg.token_requests(), 0);
+        let mut p = Pusher::new(&reg.url(), Some(("alice", "s3cret")));
+        let digest = p.image("podctl/layered", "v1", &layered())?;
+        assert!(reg.token_requests() >= 1);
+
+        let url = format!("{}/v2/podctl/layered/manifests/v1", reg.url());
+        let anon = get(&url, None)?;
+        assert_eq!(anon.status().as_u16(), 401);
+        let challenge = header(&anon, "WWW-Authenticate");
+        assert!(
+            challenge.starts_with("Bearer realm=\"http://127.0.0.1:"),
+            "{challenge}"
+        );
+        assert!(
+            challenge.contains("service=\"podctl-registry\""),
+            "{challenge}"
+        );
+        assert!(
+            challenge.contains("scope=\"repository:podctl/layered:pull\""),
+            "{challenge}"
+        );
+
+        // The realm wants the right Basic credentials.
+        let realm = challenge.split('"').nth(1).unwrap_or_default().to_string();
+        let token_url =
+            format!("{realm}?service=podctl-registry&scope=repository%3Apodctl%2Flayered%3Apull");
+        let client = reqwest::blocking::Client::new();
+        let send = |pass: Option<&str>| {
+            let mut req = client.get(&token_url);
+            if let Some(pass) = pass {
+                req = req.basic_auth("alice", Some(pass));
+            }
+            req.send().map_err(|source| TestbedError::Http {
+                url: token_url.clone(),
+                source,
+            })
+        };
+        assert_eq!(send(None)?.status().as_u16(), 401);
+        assert_eq!(send(Some("wrong"))?.status().as_u16(), 401);
+        let resp = send(Some("s3cret"))?;
+        assert_eq!(resp.status().as_u16(), 200);
+        let v: serde_json::Value = resp.json().map_err(|source| TestbedError::Http {
+            url: token_url.clone(),
+            source,
+        })?;
+        assert_eq!(v["expires_in"], 300);
+        assert_eq!(v["token"], v["access_token"]);
+        let token = v["token"].as_str().unwrap_or_default();
+        assert_eq!(token.split('.').count(), 3);
+
+        let ok = get(&url, Some(&format!("Bearer {token}")))?;
+        assert_eq!(ok.status().as_u16(), 200);
+        assert_eq!(header(&ok, "Docker-Content-Digest"), digest);
+        // A pull-only token for another repository does not open this one.
+        let other = get(
+            &format!("{}/v2/podctl/other/manifests/v1", reg.url()),
+            Some(&format!("Bearer {token}")),
+        )?;
+        assert_eq!(other.status().as_u16(), 401);
+        // A forged signature is refused.
+        let forged = format!("{}AAAA", token.trim_end_matches('='));
+        assert_eq!(
+            get(&url, Some(&format!("Bearer {forged}")))?
+                .status()
+                .as_u16(),
+            401
+        );
+
+        let (status, _, _) = p.get_manifest("podctl/layered", "v1", OCI_MANIFEST)?;
+        assert_eq!(status, 200);
+        assert!(Pusher::new(&reg.url(), Some(("alice", "bad")))
+            .image("podctl/layered", "v2", &layered())
+            .is_err());
+        Ok(())
+    }
 }

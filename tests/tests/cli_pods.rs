@@ -147,13 +147,20 @@ spec:
     // Limits from the manifest, read back from the cgroup of the server.
     let run = env.dir.path().join("run/containers");
     let mut limits = Vec::new();
+    let sandboxes: Vec<String> = std::fs::read_dir(env.dir.path().join("run/sandboxes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(sandboxes.len(), 1);
     for e in std::fs::read_dir(&run).into_iter().flatten().flatten() {
         let id = e.file_name().to_string_lossy().into_owned();
-        let mem = std::fs::read_to_string(format!(
-            "/sys/fs/cgroup/memory/podctl/{id}/memory.limit_in_bytes"
-        ));
-        let quota =
-            std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/podctl/{id}/cpu.cfs_quota_us"));
+        // cgroupfs layout: /podctl/<sandbox>/<container>.
+        let cg = format!("podctl/{}/{id}", sandboxes[0]);
+        let mem =
+            std::fs::read_to_string(format!("/sys/fs/cgroup/memory/{cg}/memory.limit_in_bytes"));
+        let quota = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/{cg}/cpu.cfs_quota_us"));
         if let (Ok(m), Ok(q)) = (mem, quota) {
             limits.push((m.trim().to_string(), q.trim().to_string()));
         }

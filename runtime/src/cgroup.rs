@@ -1,0 +1,66 @@
+//! Cgroup paths of containers and pods, where the kernel counts OOM kills,
+//! and removal of a pod's parent cgroup.
+//!
+//! With the cgroupfs driver a pod's container lives at
+//! `<parent>/<sandbox id>/<container id>` (`<parent>/<id>` outside a pod);
+//! with systemd at `<slice>:podctl:<id>`.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{CgroupDriver, RuntimeConfig};
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// `linux.cgroupsPath` for a container.
+pub fn container_path(cfg: &RuntimeConfig, sandbox: Option<&str>, id: &str) -> String {
+    let parent = cfg.cgroup_parent.trim_end_matches('/');
+    match (cfg.cgroup_driver, sandbox) {
+        (CgroupDriver::Cgroupfs, Some(sb)) => format!("{parent}/{sb}/{id}"),
+        (CgroupDriver::Cgroupfs, None) => format!("{parent}/{id}"),
+        (CgroupDriver::Systemd, _) => format!("{}:podctl:{id}", cfg.cgroup_parent),
+    }
+}
+
+/// True when the memory controller is on cgroup v1 (legacy or hybrid host).
+fn memory_v1() -> bool {
+    Path::new(ROOT).join("memory").is_dir()
+}
+
+/// The file whose `oom_kill N` line counts the container's OOM kills
+/// (`memory.oom_control` on v1, `memory.events` on v2). `None` for the
+/// systemd driver, whose cgroup location is systemd's choice.
+pub fn oom_file(driver: CgroupDriver, path: &str) -> Option<PathBuf> {
+    if driver == CgroupDriver::Systemd {
+        return None;
+    }
+    let rel = path.trim_start_matches('/');
+    Some(if memory_v1() {
+        Path::new(ROOT)
+            .join("memory")
+            .join(rel)
+            .join("memory.oom_control")
+    } else {
+        Path::new(ROOT).join(rel).join("memory.events")
+    })
+}
+
+/// Remove a pod's (empty) cgroup directory from every hierarchy. Container
+/// cgroups below it are removed by libcontainer when containers are deleted.
+pub fn remove_pod(cfg: &RuntimeConfig, sandbox: &str) {
+    if cfg.cgroup_driver != CgroupDriver::Cgroupfs {
+        return;
+    }
+    let rel = format!("{}/{sandbox}", cfg.cgroup_parent.trim_matches('/'));
+    let mut roots = vec![PathBuf::from(ROOT)];
+    if let Ok(rd) = std::fs::read_dir(ROOT) {
+        roots.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    for r in roots {
+        let d = r.join(&rel);
+        if d.is_dir() {
+            if let Err(e) = std::fs::remove_dir(&d) {
+                tracing::debug!(path = %d.display(), error = %e, "pod cgroup not removed");
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Advisory locks (flock) serialising operations on one sandbox or
+//! container across processes: a CLI and a daemon may both act on the
+//! same state directory.
+
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::{IoContext, Result};
+
+/// Held lock; released on drop.
+pub struct Lock {
+    _file: Flock<File>,
+}
+
+/// Take the exclusive lock `<dir>/<id>.lock`, waiting for other holders.
+pub fn exclusive(dir: &Path, id: &str) -> Result<Lock> {
+    std::fs::create_dir_all(dir).ctx("create", dir)?;
+    let path = dir.join(format!("{id}.lock"));
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .ctx("open", &path)?;
+    let file = Flock::lock(f, FlockArg::LockExclusive)
+        .map_err(|(_, e)| std::io::Error::from(e))
+        .ctx("flock", &path)?;
+    Ok(Lock { _file: file })
+}
+
+/// Remove the lock file of a deleted object (while holding its lock).
+pub fn forget(dir: &Path, id: &str) {
+    let _ = std::fs::remove_file(dir.join(format!("{id}.lock")));
+}
