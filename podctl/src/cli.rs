@@ -69,6 +69,8 @@ pub enum Command {
     Ps,
     /// Print a container's log.
     Logs(pods::LogsArgs),
+    /// Run a command in a pod's container: `podctl exec POD [-c C] -- CMD...`.
+    Exec(pods::ExecArgs),
     /// Stop pods (SIGTERM, then SIGKILL after --timeout).
     Stop(pods::PodArgs),
     /// Stop and remove pods.
@@ -97,6 +99,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pods => pods::pods(&pctx),
         Command::Ps => pods::ps(&pctx),
         Command::Logs(a) => pods::logs(&pctx, a),
+        Command::Exec(a) => {
+            let code = pods::exec(&pctx, a)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::Stop(a) => pods::stop(&pctx, a),
         Command::Rm(a) => pods::rm(&pctx, a),
     }

@@ -525,3 +525,42 @@ pub fn rm(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Pod name (`name` or `namespace/name`).
+    pub pod: String,
+    /// Container (default: the pod's first container).
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+    /// Seconds before the command is killed (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub timeout: u64,
+    /// Command and arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// Run a command in a container; prints its output and returns its exit code.
+pub fn exec(ctx: &PodContext, a: ExecArgs) -> anyhow::Result<i32> {
+    let rec = ctx.find(&a.pod)?;
+    let (_, id) = match &a.container {
+        Some(c) => rec
+            .containers
+            .iter()
+            .find(|(n, _)| n == c)
+            .with_context(|| format!("pod {} has no container {c}", rec.name))?,
+        None => rec
+            .containers
+            .first()
+            .with_context(|| format!("pod {} has no containers", rec.name))?,
+    };
+    let rt = ctx.runtime()?;
+    let r = rt.exec_sync(id, &a.command, Duration::from_secs(a.timeout))?;
+    std::io::stdout().write_all(&r.stdout)?;
+    std::io::stderr().write_all(&r.stderr)?;
+    if r.timed_out {
+        bail!("command timed out after {}s", a.timeout);
+    }
+    Ok(r.exit_code)
+}

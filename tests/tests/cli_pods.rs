@@ -170,6 +170,24 @@ spec:
         "{limits:?}"
     );
 
+    // exec runs in the container with its identity and environment and
+    // passes the exit code through.
+    let (ok, out, err) = env.podctl(&[
+        "exec",
+        "web",
+        "-c",
+        "client",
+        "--",
+        "sh",
+        "-c",
+        "echo $(id -u) $GREETING $(hostname); exit 4",
+    ]);
+    assert!(!ok, "{err}");
+    assert_eq!(out, "65534 hello web\n");
+    let (ok, out, _) = env.podctl(&["exec", "web", "--", "cat", "/www/index.html"]);
+    assert!(ok);
+    assert_eq!(out.as_bytes(), HTTPD_INDEX);
+
     let (ok, out, err) = env.podctl(&["stop", "--timeout", "1", "web"]);
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "pod/web stopped");
