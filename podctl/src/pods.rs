@@ -50,6 +50,22 @@ const DEFAULT_CONFLIST: &str = r#"{
 }
 "#;
 
+impl PodRecord {
+    /// The ID of the named container, or of the first one.
+    fn container_id(&self, name: Option<&str>) -> anyhow::Result<&str> {
+        let found = match name {
+            Some(c) => self.containers.iter().find(|(n, _)| n == c),
+            None => self.containers.first(),
+        };
+        found
+            .map(|(_, id)| id.as_str())
+            .with_context(|| match name {
+                Some(c) => format!("pod {} has no container {c}", self.name),
+                None => format!("pod {} has no containers", self.name),
+            })
+    }
+}
+
 impl PodContext {
     fn runtime(&self) -> anyhow::Result<Runtime> {
         Ok(Runtime::new(RuntimeConfig {
@@ -442,17 +458,7 @@ pub struct LogsArgs {
 
 pub fn logs(ctx: &PodContext, a: LogsArgs) -> anyhow::Result<()> {
     let rec = ctx.find(&a.pod)?;
-    let (_, id) = match &a.container {
-        Some(c) => rec
-            .containers
-            .iter()
-            .find(|(n, _)| n == c)
-            .with_context(|| format!("pod {} has no container {c}", rec.name))?,
-        None => rec
-            .containers
-            .first()
-            .with_context(|| format!("pod {} has no containers", rec.name))?,
-    };
+    let id = rec.container_id(a.container.as_deref())?;
     let rt = ctx.runtime()?;
     let path = rt.status(id)?.log_path;
     let mut offset = 0usize;
@@ -544,17 +550,7 @@ pub struct ExecArgs {
 /// Run a command in a container; prints its output and returns its exit code.
 pub fn exec(ctx: &PodContext, a: ExecArgs) -> anyhow::Result<i32> {
     let rec = ctx.find(&a.pod)?;
-    let (_, id) = match &a.container {
-        Some(c) => rec
-            .containers
-            .iter()
-            .find(|(n, _)| n == c)
-            .with_context(|| format!("pod {} has no container {c}", rec.name))?,
-        None => rec
-            .containers
-            .first()
-            .with_context(|| format!("pod {} has no containers", rec.name))?,
-    };
+    let id = rec.container_id(a.container.as_deref())?;
     let rt = ctx.runtime()?;
     let r = rt.exec_sync(id, &a.command, Duration::from_secs(a.timeout))?;
     std::io::stdout().write_all(&r.stdout)?;
