@@ -158,18 +158,8 @@ impl Runtime {
     }
 
     fn meta(&self, id: &str) -> Result<Meta> {
-        let p = self.dir(id).join(META);
-        let b = std::fs::read(&p).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => RuntimeError::NotFound { id: id.into() },
-            _ => RuntimeError::Io {
-                op: "read",
-                path: p.clone(),
-                source: e,
-            },
-        })?;
-        serde_json::from_slice(&b).map_err(|e| RuntimeError::Container {
-            id: id.into(),
-            reason: format!("corrupt {}: {e}", p.display()),
+        read_meta(id, &self.dir(id).join(META), |id, reason| {
+            RuntimeError::Container { id, reason }
         })
     }
 
@@ -507,6 +497,25 @@ pub(crate) fn process_alive(pid: i32) -> bool {
 }
 
 /// 64 hex characters from the kernel's random source, like containerd's IDs.
+/// Read a JSON record of `id`: missing means [`RuntimeError::NotFound`],
+/// unparsable is reported through `corrupt`.
+pub(crate) fn read_meta<T: serde::de::DeserializeOwned>(
+    id: &str,
+    path: &Path,
+    corrupt: fn(String, String) -> RuntimeError,
+) -> Result<T> {
+    let b = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => RuntimeError::NotFound { id: id.into() },
+        _ => RuntimeError::Io {
+            op: "read",
+            path: path.to_path_buf(),
+            source: e,
+        },
+    })?;
+    serde_json::from_slice(&b)
+        .map_err(|e| corrupt(id.into(), format!("corrupt {}: {e}", path.display())))
+}
+
 pub(crate) fn new_id() -> Result<String> {
     let mut buf = [0u8; 32];
     let p = Path::new("/dev/urandom");

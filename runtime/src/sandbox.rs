@@ -101,18 +101,8 @@ impl Runtime {
     }
 
     fn sandbox_meta(&self, id: &str) -> Result<SandboxMeta> {
-        let p = self.sandbox_dir(id).join("meta.json");
-        let b = std::fs::read(&p).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => RuntimeError::NotFound { id: id.into() },
-            _ => RuntimeError::Io {
-                op: "read",
-                path: p.clone(),
-                source: e,
-            },
-        })?;
-        serde_json::from_slice(&b).map_err(|e| RuntimeError::Sandbox {
-            id: id.into(),
-            reason: format!("corrupt {}: {e}", p.display()),
+        crate::container::read_meta(id, &self.sandbox_dir(id).join("meta.json"), |id, reason| {
+            RuntimeError::Sandbox { id, reason }
         })
     }
 

@@ -148,26 +148,10 @@ impl Pusher {
         if r.status().is_success() {
             return Ok(digest);
         }
-        let start = format!("{}/v2/{repo}/blobs/uploads/", self.base);
-        let r = self.send(repo, &start, |c| c.post(&start))?;
-        if r.status().as_u16() != 202 {
-            return Err(self.err(&start, format!("upload start: {}", r.status())));
-        }
-        let loc = self.location(&start, &r)?;
-        let sep = if loc.contains('?') { '&' } else { '?' };
-        let put = format!("{loc}{sep}digest={digest}");
-        let body = data.to_vec();
-        let r = self.send(repo, &put, |c| {
-            c.put(&put)
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .body(body.clone())
-        })?;
-        if r.status().as_u16() != 201 {
-            let s = r.status();
-            return Err(self.err(
-                &put,
-                format!("upload: {s}: {}", r.text().unwrap_or_default()),
-            ));
+        let (status, body) = self.blob_claiming(repo, &digest, data)?;
+        if status != 201 {
+            let url = format!("{}/v2/{repo}/blobs/uploads/", self.base);
+            return Err(self.err(&url, format!("upload: {status}: {body}")));
         }
         Ok(digest)
     }
