@@ -2,6 +2,7 @@
 # Install what building and testing podctl needs on a Debian 12 machine (as root).
 set -euo pipefail
 packages=(
+  protobuf-compiler        # protoc, for the CRI api.proto shipped by the k8s-cri crate
   docker-registry          # the distribution registry the test bed runs on 127.0.0.1
   busybox                  # dynamic busybox the image fixtures are built from
   apache2-utils            # htpasswd for the auth-enabled registry fixture
