@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{images_cmd, pods};
+use crate::{images_cmd, pods, serve};
 
 /// podctl: run Kubernetes pods with or without a cluster.
 #[derive(Parser, Debug)]
@@ -47,8 +47,9 @@ pub struct Cli {
     )]
     pub log_root: PathBuf,
     /// Log filter (tracing env-filter syntax); PODCTL_LOG overrides.
-    #[arg(long, global = true, default_value = "warn")]
-    pub log_level: String,
+    /// Defaults to `warn`, or the daemon configuration's `log_level`.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -75,6 +76,25 @@ pub enum Command {
     Stop(pods::PodArgs),
     /// Stop and remove pods.
     Rm(pods::PodArgs),
+    /// Serve the CRI (RuntimeService, ImageService) on a unix socket.
+    #[command(alias = "daemon")]
+    Serve(serve::ServeArgs),
+}
+
+impl Cli {
+    /// The log filter to start with.
+    pub fn log_level(&self) -> String {
+        if let Some(l) = &self.log_level {
+            return l.clone();
+        }
+        match &self.command {
+            Command::Serve(a) => a
+                .load()
+                .map(|c| c.log_level)
+                .unwrap_or_else(|_| "info".into()),
+            _ => "warn".into(),
+        }
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -108,5 +128,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Stop(a) => pods::stop(&pctx, a),
         Command::Rm(a) => pods::rm(&pctx, a),
+        Command::Serve(a) => serve::serve(a).await,
     }
 }

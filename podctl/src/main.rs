@@ -6,12 +6,14 @@ mod images_cmd;
 mod manifest;
 mod pods;
 mod quantity;
+mod serve;
+mod stream;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    init_tracing(&args.log_level);
+    init_tracing(&args.log_level());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -90,6 +90,7 @@ mod rootfs;
 mod seccomp;
 mod shim;
 mod spec;
+mod update;
 mod user;
 
 pub mod container;
@@ -102,4 +103,4 @@ pub use container::{
 };
 pub use error::{Result, RuntimeError};
 pub use exec::ExecResult;
-pub use sandbox::{PodAttachments, Sandbox, SandboxConfig, SandboxState, SandboxStatus};
+pub use sandbox::{DnsConfig, PodAttachments, Sandbox, SandboxConfig, SandboxState, SandboxStatus};

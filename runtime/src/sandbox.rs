@@ -39,6 +39,34 @@ pub struct SandboxConfig {
     pub annotations: BTreeMap<String, String>,
     /// Directory the pod's container logs go to.
     pub log_directory: PathBuf,
+    /// The pod's `/etc/resolv.conf`; the host's is copied when `None`.
+    #[serde(default)]
+    pub dns: Option<DnsConfig>,
+}
+
+/// What goes into a pod's `/etc/resolv.conf`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DnsConfig {
+    pub servers: Vec<String>,
+    pub searches: Vec<String>,
+    pub options: Vec<String>,
+}
+
+impl DnsConfig {
+    /// The file's text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if !self.searches.is_empty() {
+            out.push_str(&format!("search {}\n", self.searches.join(" ")));
+        }
+        for s in &self.servers {
+            out.push_str(&format!("nameserver {s}\n"));
+        }
+        if !self.options.is_empty() {
+            out.push_str(&format!("options {}\n", self.options.join(" ")));
+        }
+        out
+    }
 }
 
 /// A running pod sandbox.
@@ -229,7 +257,10 @@ impl Runtime {
         if let Some(ip) = ip {
             hosts.push_str(&format!("{ip}\t{hostname}\n"));
         }
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv = match &cfg.dns {
+            Some(d) => d.render(),
+            None => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        };
         for (name, data) in [
             ("hostname", format!("{hostname}\n")),
             ("hosts", hosts),

@@ -1,0 +1,380 @@
+//! Containers: CreateContainer, StartContainer, StopContainer,
+//! RemoveContainer, ContainerStatus, ListContainers, ReopenContainerLog,
+//! ExecSync.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use podctl_runtime::{ContainerState, ContainerStatus};
+
+use crate::error::{CriError, Result};
+use crate::proto;
+use crate::records::ContainerRecord;
+use crate::sandbox::{labels_match, resolve};
+use crate::service::CriService;
+use crate::spec::runtime_container;
+
+fn event(
+    kind: proto::ContainerEventType,
+    id: &str,
+    sandbox: &str,
+) -> proto::ContainerEventResponse {
+    proto::ContainerEventResponse {
+        container_id: id.into(),
+        container_event_type: kind as i32,
+        created_at: podctl_shim::logfmt::now_ns(),
+        pod_sandbox_status: Some(proto::PodSandboxStatus {
+            id: sandbox.into(),
+            ..Default::default()
+        }),
+        containers_statuses: vec![],
+    }
+}
+
+impl CriService {
+    /// Resolve a full ID or a unique prefix of a container ID.
+    pub(crate) fn container_id(&self, id: &str) -> Result<String> {
+        resolve(
+            "container",
+            id,
+            self.inner.records.containers().into_iter().map(|r| r.id),
+        )
+    }
+
+    /// Create a container in a ready sandbox; returns its ID. A retry of
+    /// the same (sandbox, name, attempt) returns the existing container.
+    pub async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: Option<proto::ContainerConfig>,
+        sandbox_config: Option<proto::PodSandboxConfig>,
+    ) -> Result<String> {
+        let config = config.ok_or_else(|| CriError::invalid("container config", "missing"))?;
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| CriError::invalid("container config", "metadata missing"))?;
+        if meta.name.is_empty() {
+            return Err(CriError::invalid("container metadata", "name is empty"));
+        }
+        let image = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image.is_empty() {
+            return Err(CriError::invalid(
+                format!("container {}", meta.name),
+                "image is empty",
+            ));
+        }
+        let sandbox_id = self.sandbox_id(sandbox_id)?;
+        let sb = self.inner.records.sandbox(&sandbox_id)?;
+        let sandbox_config = sandbox_config.unwrap_or(sb.config.clone());
+        let key = format!("container/{sandbox_id}/{}_{}", meta.name, meta.attempt);
+        let lock = self.name_lock(&key);
+        let _held = lock.lock().await;
+        if let Some(old) = self.inner.records.containers().into_iter().find(|r| {
+            r.sandbox_id == sandbox_id
+                && r.config.metadata.as_ref().map(|m| (&m.name, m.attempt))
+                    == Some((&meta.name, meta.attempt))
+        }) {
+            tracing::info!(id = %old.id, name = %meta.name, "CreateContainer retried; returning the existing container");
+            return Ok(old.id);
+        }
+        let img = self.inner.store.get(&image).map_err(|e| match e {
+            podctl_images::ImageError::NotFound { .. } => CriError::NotFound {
+                kind: "image",
+                id: image.clone(),
+            },
+            e => e.into(),
+        })?;
+        let lower = self.inner.store.layer_dirs(&img)?;
+        let log_path = match (
+            sandbox_config.log_directory.as_str(),
+            config.log_path.as_str(),
+        ) {
+            (_, "") => String::new(),
+            ("", p) => p.to_string(),
+            (d, p) => Path::new(d).join(p).display().to_string(),
+        };
+        let rc = runtime_container(&config, &sandbox_config, &img, lower, &log_path)?;
+        let sid = sandbox_id.clone();
+        let id = self
+            .blocking(move |i| Ok(i.runtime.create_container(&sid, rc)?))
+            .await?;
+        let image_ref = img
+            .repo_digests
+            .first()
+            .cloned()
+            .unwrap_or_else(|| img.id.to_string());
+        let rec = ContainerRecord {
+            id: id.clone(),
+            sandbox_id: sandbox_id.clone(),
+            resources: config.linux.as_ref().and_then(|l| l.resources.clone()),
+            config,
+            image_id: img.id.to_string(),
+            image_ref,
+            log_path,
+        };
+        if let Err(e) = self.inner.records.put_container(&rec) {
+            let cid = id.clone();
+            let _ = self
+                .blocking(move |i| Ok(i.runtime.remove_container(&cid)?))
+                .await;
+            return Err(e);
+        }
+        self.emit(event(
+            proto::ContainerEventType::ContainerCreatedEvent,
+            &id,
+            &sandbox_id,
+        ));
+        Ok(id)
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        let id = self.container_id(id)?;
+        let rec = self.inner.records.container(&id)?;
+        let cid = id.clone();
+        self.blocking(move |i| Ok(i.runtime.start_container(&cid)?))
+            .await?;
+        self.emit(event(
+            proto::ContainerEventType::ContainerStartedEvent,
+            &id,
+            &rec.sandbox_id,
+        ));
+        Ok(())
+    }
+
+    /// SIGTERM (or the image's stop signal), SIGKILL after `timeout`
+    /// seconds. Stopping a stopped or missing container succeeds.
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+        let id = match self.container_id(id) {
+            Ok(id) => id,
+            Err(CriError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let t = Duration::from_secs(timeout.max(0) as u64);
+        let cid = id.clone();
+        let was_running = self
+            .blocking(move |i| {
+                let before = i.runtime.container_status(&cid)?.state;
+                i.runtime.stop_container(&cid, t)?;
+                Ok(before != ContainerState::Exited)
+            })
+            .await;
+        match was_running {
+            Ok(true) => {
+                let sb = self
+                    .inner
+                    .records
+                    .container(&id)
+                    .map(|r| r.sandbox_id)
+                    .unwrap_or_default();
+                self.emit(event(
+                    proto::ContainerEventType::ContainerStoppedEvent,
+                    &id,
+                    &sb,
+                ));
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(CriError::Runtime(podctl_runtime::RuntimeError::NotFound { .. })) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Remove a container (killing it if needed). Removing a missing
+    /// container succeeds.
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let id = match self.container_id(id) {
+            Ok(id) => id,
+            Err(CriError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let sb = self
+            .inner
+            .records
+            .container(&id)
+            .map(|r| r.sandbox_id)
+            .unwrap_or_default();
+        let cid = id.clone();
+        self.blocking(move |i| Ok(i.runtime.remove_container(&cid)?))
+            .await?;
+        self.inner.records.remove_container(&id)?;
+        self.emit(event(
+            proto::ContainerEventType::ContainerDeletedEvent,
+            &id,
+            &sb,
+        ));
+        Ok(())
+    }
+
+    /// Status of one container.
+    pub async fn container_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<proto::ContainerStatusResponse> {
+        let id = self.container_id(id)?;
+        let rec = self.inner.records.container(&id)?;
+        let cid = id.clone();
+        let st = self
+            .blocking(move |i| Ok(i.runtime.container_status(&cid)?))
+            .await?;
+        let mut info = HashMap::new();
+        if verbose {
+            let v = serde_json::json!({
+                "pid": st.pid,
+                "sandboxID": rec.sandbox_id,
+                "config": rec.config,
+                "imageRef": rec.image_ref,
+            });
+            info.insert("info".to_string(), v.to_string());
+        }
+        Ok(proto::ContainerStatusResponse {
+            status: Some(status_of(&rec, &st)),
+            info,
+        })
+    }
+
+    /// Containers matching the filter, oldest first.
+    pub async fn list_containers(
+        &self,
+        filter: Option<proto::ContainerFilter>,
+    ) -> Result<Vec<proto::Container>> {
+        let all = self.blocking(|i| Ok(i.runtime.list_containers()?)).await?;
+        let by_id: HashMap<String, ContainerStatus> =
+            all.into_iter().map(|s| (s.id.clone(), s)).collect();
+        let mut out = Vec::new();
+        for rec in self.inner.records.containers() {
+            let Some(st) = by_id.get(&rec.id) else {
+                continue;
+            };
+            let s = status_of(&rec, st);
+            let item = proto::Container {
+                id: s.id,
+                pod_sandbox_id: rec.sandbox_id.clone(),
+                metadata: s.metadata,
+                image: s.image,
+                image_ref: s.image_ref,
+                state: s.state,
+                created_at: s.created_at,
+                labels: s.labels,
+                annotations: s.annotations,
+                image_id: s.image_id,
+            };
+            if let Some(f) = &filter {
+                if !f.id.is_empty() && !item.id.starts_with(&f.id) {
+                    continue;
+                }
+                if !f.pod_sandbox_id.is_empty()
+                    && !item.pod_sandbox_id.starts_with(&f.pod_sandbox_id)
+                {
+                    continue;
+                }
+                if f.state.as_ref().is_some_and(|v| v.state != item.state) {
+                    continue;
+                }
+                if !labels_match(&f.label_selector, &item.labels) {
+                    continue;
+                }
+            }
+            out.push(item);
+        }
+        out.sort_by_key(|c| c.created_at);
+        Ok(out)
+    }
+
+    pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let id = self.container_id(id)?;
+        self.blocking(move |i| {
+            let st = i.runtime.container_status(&id)?;
+            if st.state != ContainerState::Running {
+                return Err(CriError::invalid(
+                    format!("container {id}"),
+                    "is not running; its log cannot be reopened",
+                ));
+            }
+            Ok(i.runtime.reopen_container_log(&id)?)
+        })
+        .await
+    }
+
+    /// Run a command to completion, capturing its output.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: i64,
+    ) -> Result<proto::ExecSyncResponse> {
+        let id = self.container_id(id)?;
+        if cmd.is_empty() {
+            return Err(CriError::invalid("exec command", "empty"));
+        }
+        let t = Duration::from_secs(timeout.max(0) as u64);
+        let r = self
+            .blocking(move |i| Ok(i.runtime.exec_sync(&id, &cmd, t)?))
+            .await?;
+        Ok(proto::ExecSyncResponse {
+            stdout: r.stdout,
+            stderr: r.stderr,
+            exit_code: r.exit_code,
+        })
+    }
+
+    /// Where a container's log is (empty if none).
+    pub fn container_log_path(&self, id: &str) -> Result<PathBuf> {
+        let id = self.container_id(id)?;
+        Ok(PathBuf::from(self.inner.records.container(&id)?.log_path))
+    }
+}
+
+/// CRI status from the CRI record and the runtime's status.
+pub(crate) fn status_of(rec: &ContainerRecord, st: &ContainerStatus) -> proto::ContainerStatus {
+    let c = &rec.config;
+    let state = match st.state {
+        ContainerState::Created => proto::ContainerState::ContainerCreated,
+        ContainerState::Running => proto::ContainerState::ContainerRunning,
+        ContainerState::Exited => proto::ContainerState::ContainerExited,
+        ContainerState::Unknown => proto::ContainerState::ContainerUnknown,
+    };
+    let mounts = c
+        .mounts
+        .iter()
+        .map(|m| proto::Mount {
+            container_path: m.container_path.clone(),
+            host_path: m.host_path.clone(),
+            readonly: m.readonly,
+            selinux_relabel: m.selinux_relabel,
+            propagation: m.propagation,
+            ..Default::default()
+        })
+        .collect();
+    let mut image = c.image.clone().unwrap_or_default();
+    image.annotations.clear();
+    proto::ContainerStatus {
+        id: rec.id.clone(),
+        metadata: c.metadata.clone(),
+        state: state as i32,
+        created_at: st.created_at_ns,
+        started_at: st.started_at_ns,
+        finished_at: st.finished_at_ns,
+        exit_code: st.exit_code.unwrap_or(0),
+        image: Some(image),
+        image_ref: rec.image_ref.clone(),
+        reason: st.reason.clone(),
+        message: String::new(),
+        labels: c.labels.clone(),
+        annotations: c.annotations.clone(),
+        mounts,
+        log_path: rec.log_path.clone(),
+        resources: rec.resources.clone().map(|r| proto::ContainerResources {
+            linux: Some(r),
+            windows: None,
+        }),
+        image_id: rec.image_id.clone(),
+        user: None,
+    }
+}

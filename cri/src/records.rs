@@ -1,0 +1,142 @@
+//! What CRI knows about a sandbox or container beyond the runtime's own
+//! state: the request it was created from (metadata, labels, annotations,
+//! mounts), the resolved image, and updated resources. One JSON file per
+//! object under `<state>/cri/`, written atomically, so a restarted daemon
+//! (or the in-process service of the CLI) sees the same objects.
+
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::{CriError, IoContext, Result};
+use crate::proto;
+
+/// A sandbox as CRI created it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub config: proto::PodSandboxConfig,
+    pub runtime_handler: String,
+}
+
+/// A container as CRI created it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub sandbox_id: String,
+    pub config: proto::ContainerConfig,
+    /// Image config digest (`sha256:…`).
+    pub image_id: String,
+    /// `repo@sha256:<manifest>` when known, else the image ID.
+    pub image_ref: String,
+    /// The full log path (sandbox log directory joined with the config's).
+    pub log_path: String,
+    /// Resources last applied (creation or UpdateContainerResources).
+    pub resources: Option<proto::LinuxContainerResources>,
+}
+
+/// The record directories.
+#[derive(Clone, Debug)]
+pub struct Records {
+    dir: PathBuf,
+}
+
+impl Records {
+    pub fn open(state: &Path) -> Result<Self> {
+        let dir = state.join("cri");
+        for d in [dir.join("sandboxes"), dir.join("containers")] {
+            std::fs::create_dir_all(&d).ctx("create", &d)?;
+        }
+        Ok(Records { dir })
+    }
+
+    fn path(&self, kind: &str, id: &str) -> Result<PathBuf> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(CriError::invalid(
+                "id",
+                format!("{id:?} is not a podctl ID"),
+            ));
+        }
+        Ok(self.dir.join(kind).join(format!("{id}.json")))
+    }
+
+    fn write<T: Serialize>(&self, kind: &str, id: &str, v: &T) -> Result<()> {
+        let p = self.path(kind, id)?;
+        let b = serde_json::to_vec(v).map_err(|e| CriError::Internal(e.to_string()))?;
+        podctl_shim::state::write_atomic(&p, &b).ctx("write", &p)
+    }
+
+    fn read<T: DeserializeOwned>(&self, kind: &'static str, id: &str) -> Result<T> {
+        let p = self.path(kind, id)?;
+        let b = std::fs::read(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => CriError::NotFound {
+                kind: kind_name(kind),
+                id: id.into(),
+            },
+            _ => CriError::Io {
+                op: "read",
+                path: p.clone(),
+                source: e,
+            },
+        })?;
+        serde_json::from_slice(&b)
+            .map_err(|e| CriError::Internal(format!("corrupt {}: {e}", p.display())))
+    }
+
+    fn remove(&self, kind: &str, id: &str) -> Result<()> {
+        let p = self.path(kind, id)?;
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).ctx("remove", &p),
+            _ => Ok(()),
+        }
+    }
+
+    fn list<T: DeserializeOwned>(&self, kind: &'static str) -> Vec<T> {
+        let d = self.dir.join(kind);
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".json") {
+                match self.read(kind, id) {
+                    Ok(r) => out.push(r),
+                    Err(e) => tracing::warn!(error = %e, "skipping CRI record"),
+                }
+            }
+        }
+        out
+    }
+
+    pub fn put_sandbox(&self, r: &SandboxRecord) -> Result<()> {
+        self.write("sandboxes", &r.id, r)
+    }
+    pub fn sandbox(&self, id: &str) -> Result<SandboxRecord> {
+        self.read("sandboxes", id)
+    }
+    pub fn remove_sandbox(&self, id: &str) -> Result<()> {
+        self.remove("sandboxes", id)
+    }
+    pub fn sandboxes(&self) -> Vec<SandboxRecord> {
+        self.list("sandboxes")
+    }
+
+    pub fn put_container(&self, r: &ContainerRecord) -> Result<()> {
+        self.write("containers", &r.id, r)
+    }
+    pub fn container(&self, id: &str) -> Result<ContainerRecord> {
+        self.read("containers", id)
+    }
+    pub fn remove_container(&self, id: &str) -> Result<()> {
+        self.remove("containers", id)
+    }
+    pub fn containers(&self) -> Vec<ContainerRecord> {
+        self.list("containers")
+    }
+}
+
+fn kind_name(dir: &str) -> &'static str {
+    if dir == "sandboxes" {
+        "sandbox"
+    } else {
+        "container"
+    }
+}

@@ -1,0 +1,340 @@
+//! Pod sandboxes: RunPodSandbox, StopPodSandbox, RemovePodSandbox,
+//! PodSandboxStatus, ListPodSandbox.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use podctl_runtime::{DnsConfig, PortMapping, SandboxConfig, SandboxState, SandboxStatus};
+
+use crate::error::{CriError, Result};
+use crate::proto;
+use crate::records::SandboxRecord;
+use crate::service::CriService;
+
+/// `<name>_<namespace>_<uid>_<attempt>`, unique per sandbox.
+pub(crate) fn sandbox_name(m: &proto::PodSandboxMetadata) -> String {
+    format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
+}
+
+fn ns_mode(o: Option<&proto::NamespaceOption>, f: fn(&proto::NamespaceOption) -> i32) -> i32 {
+    o.map(f).unwrap_or(proto::NamespaceMode::Pod as i32)
+}
+
+impl CriService {
+    /// Create and start a sandbox; returns its ID. A retried request for
+    /// a (name, namespace, uid, attempt) whose sandbox is ready returns
+    /// that sandbox.
+    pub async fn run_sandbox(
+        &self,
+        config: Option<proto::PodSandboxConfig>,
+        runtime_handler: String,
+    ) -> Result<String> {
+        let config = config.ok_or_else(|| CriError::invalid("sandbox config", "missing"))?;
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| CriError::invalid("sandbox config", "metadata missing"))?;
+        for (field, v) in [("name", &meta.name), ("namespace", &meta.namespace)] {
+            if v.is_empty() {
+                return Err(CriError::invalid(
+                    "sandbox metadata",
+                    format!("{field} is empty"),
+                ));
+            }
+        }
+        if !runtime_handler.is_empty() && !self.config().runtime_handlers.contains(&runtime_handler)
+        {
+            return Err(CriError::invalid(
+                "runtime handler",
+                format!(
+                    "{runtime_handler:?} is not one of {:?}",
+                    self.config().runtime_handlers
+                ),
+            ));
+        }
+        let name = sandbox_name(&meta);
+        let lock = self.name_lock(&format!("sandbox/{name}"));
+        let _held = lock.lock().await;
+        if let Some(old) = self
+            .inner
+            .records
+            .sandboxes()
+            .into_iter()
+            .find(|r| r.config.metadata.as_ref().map(sandbox_name).as_deref() == Some(&name))
+        {
+            let id = old.id.clone();
+            let st = self
+                .blocking(move |i| Ok(i.runtime.sandbox_status(&id)?))
+                .await;
+            if matches!(st, Ok(s) if s.state == SandboxState::Ready) {
+                tracing::info!(id = %old.id, %name, "RunPodSandbox retried; returning the ready sandbox");
+                return Ok(old.id);
+            }
+            return Err(CriError::NameReserved {
+                kind: "sandbox",
+                name,
+                id: old.id,
+            });
+        }
+        let rc = runtime_config(&config)?;
+        let sb = self
+            .blocking(move |i| Ok(i.runtime.run_sandbox(rc)?))
+            .await?;
+        let rec = SandboxRecord {
+            id: sb.id.clone(),
+            config,
+            runtime_handler,
+        };
+        if let Err(e) = self.inner.records.put_sandbox(&rec) {
+            let id = sb.id.clone();
+            let _ = self
+                .blocking(move |i| Ok(i.runtime.remove_sandbox(&id)?))
+                .await;
+            return Err(e);
+        }
+        Ok(sb.id)
+    }
+
+    /// Resolve a full ID or a unique prefix of a sandbox ID.
+    pub(crate) fn sandbox_id(&self, id: &str) -> Result<String> {
+        resolve(
+            "sandbox",
+            id,
+            self.inner.records.sandboxes().into_iter().map(|r| r.id),
+        )
+    }
+
+    /// Stop the sandbox's containers and pause, detach its network.
+    /// Stopping a missing sandbox succeeds.
+    pub async fn stop_sandbox(&self, id: &str) -> Result<()> {
+        let id = match self.sandbox_id(id) {
+            Ok(id) => id,
+            Err(CriError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let running: Vec<String> = self
+            .inner
+            .records
+            .containers()
+            .into_iter()
+            .filter(|c| c.sandbox_id == id)
+            .map(|c| c.id)
+            .collect();
+        for c in &running {
+            if let Err(e) = self.stop_container(c, 0).await {
+                tracing::warn!(container = %c, error = %e, "stopping container of sandbox");
+            }
+        }
+        self.blocking(move |i| Ok(i.runtime.stop_sandbox(&id)?))
+            .await
+    }
+
+    /// Remove the sandbox and its containers. Removing a missing sandbox
+    /// succeeds.
+    pub async fn remove_sandbox(&self, id: &str) -> Result<()> {
+        let id = match self.sandbox_id(id) {
+            Ok(id) => id,
+            Err(CriError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mine: Vec<String> = self
+            .inner
+            .records
+            .containers()
+            .into_iter()
+            .filter(|c| c.sandbox_id == id)
+            .map(|c| c.id)
+            .collect();
+        for c in &mine {
+            self.remove_container(c).await?;
+        }
+        let sid = id.clone();
+        self.blocking(move |i| Ok(i.runtime.remove_sandbox(&sid)?))
+            .await?;
+        self.inner.records.remove_sandbox(&id)
+    }
+
+    /// Status of one sandbox.
+    pub async fn sandbox_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<proto::PodSandboxStatusResponse> {
+        let id = self.sandbox_id(id)?;
+        let rec = self.inner.records.sandbox(&id)?;
+        let sid = id.clone();
+        let st = self
+            .blocking(move |i| Ok(i.runtime.sandbox_status(&sid)?))
+            .await?;
+        let status = status_of(&rec, &st);
+        let mut info = HashMap::new();
+        if verbose {
+            let v = serde_json::json!({
+                "pid": st.pid,
+                "netns": st.netns,
+                "runtimeHandler": rec.runtime_handler,
+                "config": rec.config,
+                "ip": st.ip,
+            });
+            info.insert("info".to_string(), v.to_string());
+        }
+        Ok(proto::PodSandboxStatusResponse {
+            status: Some(status),
+            info,
+            ..Default::default()
+        })
+    }
+
+    /// Sandboxes matching the filter, oldest first.
+    pub async fn list_sandboxes(
+        &self,
+        filter: Option<proto::PodSandboxFilter>,
+    ) -> Result<Vec<proto::PodSandbox>> {
+        let all = self.blocking(|i| Ok(i.runtime.list_sandboxes()?)).await?;
+        let by_id: HashMap<String, SandboxStatus> =
+            all.into_iter().map(|s| (s.id.clone(), s)).collect();
+        let mut out = Vec::new();
+        for rec in self.inner.records.sandboxes() {
+            let Some(st) = by_id.get(&rec.id) else {
+                continue;
+            };
+            let s = status_of(&rec, st);
+            let item = proto::PodSandbox {
+                id: s.id,
+                metadata: s.metadata,
+                state: s.state,
+                created_at: s.created_at,
+                labels: s.labels,
+                annotations: s.annotations,
+                runtime_handler: s.runtime_handler,
+            };
+            if let Some(f) = &filter {
+                if !f.id.is_empty() && !item.id.starts_with(&f.id) {
+                    continue;
+                }
+                if f.state.as_ref().is_some_and(|v| v.state != item.state) {
+                    continue;
+                }
+                if !labels_match(&f.label_selector, &item.labels) {
+                    continue;
+                }
+            }
+            out.push(item);
+        }
+        out.sort_by_key(|s| s.created_at);
+        Ok(out)
+    }
+}
+
+pub(crate) fn labels_match(
+    sel: &HashMap<String, String>,
+    labels: &HashMap<String, String>,
+) -> bool {
+    sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// A full ID, or the one ID that starts with `id`.
+pub(crate) fn resolve(
+    kind: &'static str,
+    id: &str,
+    ids: impl Iterator<Item = String>,
+) -> Result<String> {
+    if id.is_empty() {
+        return Err(CriError::invalid(format!("{kind} id"), "empty"));
+    }
+    let found: Vec<String> = ids.filter(|x| x.starts_with(id)).collect();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(CriError::NotFound {
+            kind,
+            id: id.into(),
+        }),
+        many => match many.iter().find(|x| x.as_str() == id) {
+            Some(x) => Ok(x.clone()),
+            None => Err(CriError::invalid(
+                format!("{kind} id"),
+                format!("{id:?} is ambiguous ({} matches)", many.len()),
+            )),
+        },
+    }
+}
+
+fn status_of(rec: &SandboxRecord, st: &SandboxStatus) -> proto::PodSandboxStatus {
+    let c = &rec.config;
+    let ns = c
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone());
+    proto::PodSandboxStatus {
+        id: rec.id.clone(),
+        metadata: c.metadata.clone(),
+        state: match st.state {
+            SandboxState::Ready => proto::PodSandboxState::SandboxReady as i32,
+            SandboxState::NotReady => proto::PodSandboxState::SandboxNotready as i32,
+        },
+        created_at: st.created_at_ns,
+        network: Some(proto::PodSandboxNetworkStatus {
+            ip: st.ip.clone().unwrap_or_default(),
+            additional_ips: vec![],
+        }),
+        linux: Some(proto::LinuxPodSandboxStatus {
+            namespaces: Some(proto::Namespace {
+                options: Some(ns.unwrap_or_default()),
+            }),
+        }),
+        labels: c.labels.clone(),
+        annotations: c.annotations.clone(),
+        runtime_handler: rec.runtime_handler.clone(),
+    }
+}
+
+/// The runtime's sandbox configuration from a CRI one.
+fn runtime_config(c: &proto::PodSandboxConfig) -> Result<SandboxConfig> {
+    let meta = c.metadata.clone().unwrap_or_default();
+    let sc = c.linux.as_ref().and_then(|l| l.security_context.as_ref());
+    let nso = sc.and_then(|s| s.namespace_options.as_ref());
+    let node = proto::NamespaceMode::Node as i32;
+    let pod = proto::NamespaceMode::Pod as i32;
+    let mut ports = Vec::new();
+    for p in &c.port_mappings {
+        if p.host_port == 0 {
+            continue;
+        }
+        let port = |v: i32, what: &str| {
+            u16::try_from(v)
+                .map_err(|_| CriError::invalid("port mapping", format!("{what} {v} out of range")))
+        };
+        ports.push(PortMapping {
+            host_port: port(p.host_port, "host_port")?,
+            container_port: port(p.container_port, "container_port")?,
+            protocol: match proto::Protocol::try_from(p.protocol) {
+                Ok(proto::Protocol::Udp) => "udp",
+                Ok(proto::Protocol::Sctp) => "sctp",
+                _ => "tcp",
+            }
+            .into(),
+            host_ip: p.host_ip.clone(),
+        });
+    }
+    Ok(SandboxConfig {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        attempt: meta.attempt,
+        hostname: c.hostname.clone(),
+        host_network: ns_mode(nso, |o| o.network) == node,
+        host_ipc: ns_mode(nso, |o| o.ipc) == node,
+        host_pid: nso.map(|o| o.pid) == Some(node),
+        share_pid: nso.map(|o| o.pid) == Some(pod),
+        port_mappings: ports,
+        labels: c.labels.clone().into_iter().collect(),
+        annotations: c.annotations.clone().into_iter().collect(),
+        log_directory: PathBuf::from(&c.log_directory),
+        dns: c.dns_config.as_ref().map(|d| DnsConfig {
+            servers: d.servers.clone(),
+            searches: d.searches.clone(),
+            options: d.options.clone(),
+        }),
+    })
+}

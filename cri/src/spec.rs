@@ -1,0 +1,143 @@
+//! A CRI container configuration turned into the runtime's: the image's
+//! entrypoint, command, environment, working directory and user merged
+//! with the request (as Docker and containerd merge them), mounts,
+//! resources and security settings.
+
+use std::path::PathBuf;
+
+use podctl_images::ImageRecord;
+use podctl_runtime::{ContainerConfig, Mount, Resources};
+
+use crate::error::{CriError, Result};
+use crate::proto;
+
+pub(crate) fn runtime_container(
+    c: &proto::ContainerConfig,
+    sandbox: &proto::PodSandboxConfig,
+    img: &ImageRecord,
+    lower_dirs: Vec<PathBuf>,
+    log_path: &str,
+) -> Result<ContainerConfig> {
+    let name = c
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let ic = &img.config;
+    let (command, args) = match (c.command.is_empty(), c.args.is_empty()) {
+        (false, _) => (c.command.clone(), c.args.clone()),
+        (true, false) => (ic.entrypoint.clone().unwrap_or_default(), c.args.clone()),
+        (true, true) => (
+            ic.entrypoint.clone().unwrap_or_default(),
+            ic.cmd.clone().unwrap_or_default(),
+        ),
+    };
+    if command.is_empty() && args.is_empty() {
+        return Err(CriError::invalid(
+            format!("container {name}"),
+            "no command: neither the request nor the image has one",
+        ));
+    }
+    let mut env: Vec<String> = ic.env.clone().unwrap_or_default();
+    for kv in &c.envs {
+        if kv.key.is_empty() {
+            return Err(CriError::invalid(
+                format!("container {name} env"),
+                "empty variable name",
+            ));
+        }
+        env.retain(|e| e.split('=').next() != Some(kv.key.as_str()));
+        env.push(format!("{}={}", kv.key, kv.value));
+    }
+    let lin = c.linux.as_ref();
+    let sc = lin.and_then(|l| l.security_context.as_ref());
+    let user = user_of(sc, &ic.user);
+    let mut mounts = Vec::new();
+    for m in &c.mounts {
+        if m.container_path.is_empty() || !m.container_path.starts_with('/') {
+            return Err(CriError::invalid(
+                format!("container {name} mount"),
+                format!("container path {:?} is not absolute", m.container_path),
+            ));
+        }
+        if m.host_path.is_empty() {
+            return Err(CriError::invalid(
+                format!("container {name} mount {}", m.container_path),
+                "empty host path",
+            ));
+        }
+        mounts.push(Mount {
+            host_path: PathBuf::from(&m.host_path),
+            container_path: m.container_path.clone(),
+            readonly: m.readonly,
+        });
+    }
+    let resources = lin
+        .and_then(|l| l.resources.as_ref())
+        .map(resources_of)
+        .unwrap_or_default();
+    let sysctls = sandbox
+        .linux
+        .as_ref()
+        .map(|l| l.sysctls.clone().into_iter().collect())
+        .unwrap_or_default();
+    Ok(ContainerConfig {
+        name,
+        image: c
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default(),
+        lower_dirs,
+        command,
+        args,
+        env,
+        working_dir: if c.working_dir.is_empty() {
+            ic.working_dir.clone()
+        } else {
+            c.working_dir.clone()
+        },
+        user,
+        hostname: String::new(),
+        readonly_rootfs: sc.is_some_and(|s| s.readonly_rootfs),
+        privileged: sc.is_some_and(|s| s.privileged),
+        mounts,
+        resources,
+        rlimits: vec![],
+        sysctls,
+        namespaces: Default::default(),
+        log_path: PathBuf::from(if log_path.is_empty() {
+            "/dev/null"
+        } else {
+            log_path
+        }),
+        labels: c.labels.clone().into_iter().collect(),
+    })
+}
+
+/// `uid[:gid]`, `name[:gid]` from the security context, else the image's.
+fn user_of(sc: Option<&proto::LinuxContainerSecurityContext>, image_user: &str) -> String {
+    let Some(sc) = sc else {
+        return image_user.to_string();
+    };
+    let user = match (&sc.run_as_user, sc.run_as_username.as_str()) {
+        (Some(u), _) => u.value.to_string(),
+        (None, n) if !n.is_empty() => n.to_string(),
+        _ => image_user.split(':').next().unwrap_or("").to_string(),
+    };
+    match &sc.run_as_group {
+        Some(g) => format!("{user}:{}", g.value),
+        None if sc.run_as_user.is_none() && sc.run_as_username.is_empty() => image_user.to_string(),
+        None => user,
+    }
+}
+
+pub(crate) fn resources_of(r: &proto::LinuxContainerResources) -> Resources {
+    Resources {
+        memory_limit: (r.memory_limit_in_bytes > 0).then_some(r.memory_limit_in_bytes),
+        cpu_shares: (r.cpu_shares > 0).then_some(r.cpu_shares as u64),
+        cpu_quota: (r.cpu_quota > 0).then_some(r.cpu_quota),
+        cpu_period: (r.cpu_period > 0).then_some(r.cpu_period as u64),
+        pids_limit: None,
+    }
+}

@@ -1,0 +1,58 @@
+//! `podctl serve`: the CRI daemon on a unix socket.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use podctl_cri::{server, CriConfig, CriService};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Daemon configuration (TOML); built-in defaults when absent.
+    #[arg(long, short, env = "PODCTL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Socket to serve on (overrides the configuration's `socket`).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    pub fn load(&self) -> anyhow::Result<CriConfig> {
+        let mut cfg = match &self.config {
+            Some(p) => CriConfig::load(p)?,
+            None => CriConfig::default(),
+        };
+        if let Some(s) = &self.socket {
+            cfg.socket = s.clone();
+        }
+        Ok(cfg)
+    }
+}
+
+pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let cfg = a.load()?;
+    let socket = cfg.socket.clone();
+    let svc = CriService::new(cfg).context("opening the runtime and image store")?;
+    crate::stream::start(&svc).await?;
+    let listener = server::bind(&socket)?;
+    tracing::info!(socket = %socket.display(), "serving CRI");
+    server::serve(svc, listener, shutdown_signal()).await?;
+    tracing::info!("CRI server stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; serving until killed");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+}
