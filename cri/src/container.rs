@@ -44,7 +44,7 @@ impl CriService {
 
     /// Create a container in a ready sandbox; returns its ID. A retry of
     /// the same (sandbox, name, attempt) returns the existing container.
-    pub async fn create_container(
+    pub(crate) async fn create_container(
         &self,
         sandbox_id: &str,
         config: Option<proto::ContainerConfig>,
@@ -133,7 +133,7 @@ impl CriService {
         Ok(id)
     }
 
-    pub async fn start_container(&self, id: &str) -> Result<()> {
+    pub(crate) async fn start_container(&self, id: &str) -> Result<()> {
         let id = self.container_id(id)?;
         let rec = self.inner.records.container(&id)?;
         let cid = id.clone();
@@ -149,7 +149,7 @@ impl CriService {
 
     /// SIGTERM (or the image's stop signal), SIGKILL after `timeout`
     /// seconds. Stopping a stopped or missing container succeeds.
-    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+    pub(crate) async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
         let id = match self.container_id(id) {
             Ok(id) => id,
             Err(CriError::NotFound { .. }) => return Ok(()),
@@ -187,7 +187,7 @@ impl CriService {
 
     /// Remove a container (killing it if needed). Removing a missing
     /// container succeeds.
-    pub async fn remove_container(&self, id: &str) -> Result<()> {
+    pub(crate) async fn remove_container(&self, id: &str) -> Result<()> {
         let id = match self.container_id(id) {
             Ok(id) => id,
             Err(CriError::NotFound { .. }) => return Ok(()),
@@ -212,7 +212,7 @@ impl CriService {
     }
 
     /// Status of one container.
-    pub async fn container_status(
+    pub(crate) async fn container_status(
         &self,
         id: &str,
         verbose: bool,
@@ -240,7 +240,7 @@ impl CriService {
     }
 
     /// Containers matching the filter, oldest first.
-    pub async fn list_containers(
+    pub(crate) async fn list_containers(
         &self,
         filter: Option<proto::ContainerFilter>,
     ) -> Result<Vec<proto::Container>> {
@@ -287,7 +287,7 @@ impl CriService {
         Ok(out)
     }
 
-    pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
+    pub(crate) async fn reopen_container_log(&self, id: &str) -> Result<()> {
         let id = self.container_id(id)?;
         self.blocking(move |i| {
             let st = i.runtime.container_status(&id)?;
@@ -303,7 +303,7 @@ impl CriService {
     }
 
     /// Run a command to completion, capturing its output.
-    pub async fn exec_sync(
+    pub(crate) async fn exec_sync(
         &self,
         id: &str,
         cmd: Vec<String>,

@@ -28,7 +28,7 @@ impl CriService {
     }
 
     /// Images, optionally only the one the filter names.
-    pub async fn list_images(
+    pub(crate) async fn list_images(
         &self,
         filter: Option<proto::ImageFilter>,
     ) -> Result<Vec<proto::Image>> {
@@ -52,7 +52,7 @@ impl CriService {
     }
 
     /// One image, `None` when not present (not an error, per CRI).
-    pub async fn image_status(
+    pub(crate) async fn image_status(
         &self,
         spec: Option<proto::ImageSpec>,
         verbose: bool,
@@ -88,7 +88,7 @@ impl CriService {
     }
 
     /// Pull an image; returns its ID (the config digest).
-    pub async fn pull_image(
+    pub(crate) async fn pull_image(
         &self,
         spec: Option<proto::ImageSpec>,
         auth: Option<proto::AuthConfig>,
@@ -123,7 +123,7 @@ impl CriService {
     }
 
     /// Remove an image with all its tags; a missing image is not an error.
-    pub async fn remove_image(&self, spec: Option<proto::ImageSpec>) -> Result<()> {
+    pub(crate) async fn remove_image(&self, spec: Option<proto::ImageSpec>) -> Result<()> {
         let q = spec.map(|s| s.image).unwrap_or_default();
         if q.is_empty() {
             return Err(CriError::invalid("image spec", "image is empty"));
@@ -136,7 +136,7 @@ impl CriService {
     }
 
     /// Bytes and inodes used by the image store and by writable layers.
-    pub async fn image_fs_info(&self) -> Result<proto::ImageFsInfoResponse> {
+    pub(crate) async fn image_fs_info(&self) -> Result<proto::ImageFsInfoResponse> {
         let store = self.inner.store.clone();
         let root = self.config().root.join("containers");
         let (images, containers) =

@@ -309,7 +309,7 @@ impl CriService {
     }
 
     /// Apply new limits and remember them for ContainerStatus.
-    pub async fn update_resources(
+    pub(crate) async fn update_resources(
         &self,
         id: &str,
         lin: proto::LinuxContainerResources,
@@ -326,7 +326,7 @@ impl CriService {
 
     /// RuntimeReady, and NetworkReady when a CNI network list and its
     /// plugins are present.
-    pub fn runtime_status(&self, verbose: bool) -> proto::StatusResponse {
+    pub(crate) fn runtime_status(&self, verbose: bool) -> proto::StatusResponse {
         let net = crate::netcheck::network_ready(&self.config().cni);
         let cond = |t: &str, ok: bool, reason: &str, msg: String| proto::RuntimeCondition {
             r#type: t.into(),

@@ -24,7 +24,7 @@ impl CriService {
     /// Create and start a sandbox; returns its ID. A retried request for
     /// a (name, namespace, uid, attempt) whose sandbox is ready returns
     /// that sandbox.
-    pub async fn run_sandbox(
+    pub(crate) async fn run_sandbox(
         &self,
         config: Option<proto::PodSandboxConfig>,
         runtime_handler: String,
@@ -106,7 +106,7 @@ impl CriService {
 
     /// Stop the sandbox's containers and pause, detach its network.
     /// Stopping a missing sandbox succeeds.
-    pub async fn stop_sandbox(&self, id: &str) -> Result<()> {
+    pub(crate) async fn stop_sandbox(&self, id: &str) -> Result<()> {
         let id = match self.sandbox_id(id) {
             Ok(id) => id,
             Err(CriError::NotFound { .. }) => return Ok(()),
@@ -131,7 +131,7 @@ impl CriService {
 
     /// Remove the sandbox and its containers. Removing a missing sandbox
     /// succeeds.
-    pub async fn remove_sandbox(&self, id: &str) -> Result<()> {
+    pub(crate) async fn remove_sandbox(&self, id: &str) -> Result<()> {
         let id = match self.sandbox_id(id) {
             Ok(id) => id,
             Err(CriError::NotFound { .. }) => return Ok(()),
@@ -155,7 +155,7 @@ impl CriService {
     }
 
     /// Status of one sandbox.
-    pub async fn sandbox_status(
+    pub(crate) async fn sandbox_status(
         &self,
         id: &str,
         verbose: bool,
@@ -186,7 +186,7 @@ impl CriService {
     }
 
     /// Sandboxes matching the filter, oldest first.
-    pub async fn list_sandboxes(
+    pub(crate) async fn list_sandboxes(
         &self,
         filter: Option<proto::PodSandboxFilter>,
     ) -> Result<Vec<proto::PodSandbox>> {

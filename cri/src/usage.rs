@@ -90,7 +90,7 @@ impl CriService {
         (st, sample)
     }
 
-    pub async fn container_stats(&self, id: &str) -> Result<proto::ContainerStats> {
+    pub(crate) async fn container_stats(&self, id: &str) -> Result<proto::ContainerStats> {
         let id = self.container_id(id)?;
         let rec = self.inner.records.container(&id)?;
         let cid = id.clone();
@@ -100,7 +100,7 @@ impl CriService {
         Ok(self.stats_of(&rec, st.pid).0)
     }
 
-    pub async fn list_container_stats(
+    pub(crate) async fn list_container_stats(
         &self,
         filter: Option<proto::ContainerStatsFilter>,
     ) -> Result<Vec<proto::ContainerStats>> {
@@ -127,7 +127,7 @@ impl CriService {
         Ok(out)
     }
 
-    pub async fn pod_sandbox_stats(&self, id: &str) -> Result<proto::PodSandboxStats> {
+    pub(crate) async fn pod_sandbox_stats(&self, id: &str) -> Result<proto::PodSandboxStats> {
         let id = self.sandbox_id(id)?;
         self.sandbox_stats(&id).await
     }
@@ -204,7 +204,7 @@ impl CriService {
         })
     }
 
-    pub async fn list_pod_sandbox_stats(
+    pub(crate) async fn list_pod_sandbox_stats(
         &self,
         filter: Option<proto::PodSandboxStatsFilter>,
     ) -> Result<Vec<proto::PodSandboxStats>> {

@@ -116,18 +116,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Images(a) => images_cmd::images(&ctx, a),
         Command::Rmi(a) => images_cmd::rmi(&ctx, a),
         Command::Run(a) => pods::run(&pctx, a).await,
-        Command::Pods => pods::pods(&pctx),
-        Command::Ps => pods::ps(&pctx),
-        Command::Logs(a) => pods::logs(&pctx, a),
+        Command::Pods => pods::pods(&pctx).await,
+        Command::Ps => pods::ps(&pctx).await,
+        Command::Logs(a) => pods::logs(&pctx, a).await,
         Command::Exec(a) => {
-            let code = pods::exec(&pctx, a)?;
+            let code = pods::exec(&pctx, a).await?;
             if code != 0 {
                 std::process::exit(code);
             }
             Ok(())
         }
-        Command::Stop(a) => pods::stop(&pctx, a),
-        Command::Rm(a) => pods::rm(&pctx, a),
+        Command::Stop(a) => pods::stop(&pctx, a).await,
+        Command::Rm(a) => pods::rm(&pctx, a).await,
         Command::Serve(a) => serve::serve(a).await,
     }
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod images_cmd;
+mod kube;
 mod manifest;
 mod pods;
 mod quantity;

@@ -1,25 +1,23 @@
-//! Standalone pods: `podctl run`, `pods`, `ps`, `logs`, `stop`, `rm`.
-//! State is the runtime's state directory plus one record per pod, so no
-//! daemon is needed and a CRI daemon could share it.
+//! Standalone pods: `podctl run`, `pods`, `ps`, `logs`, `exec`, `stop`,
+//! `rm`. Everything goes through the CRI service (the same
+//! RuntimeService/ImageService traits the gRPC server serves), in
+//! process; all state is the service's on-disk state, so a later `podctl`
+//! or a `podctl serve` daemon over the same directories sees these pods.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use k8s_openapi::api::core::v1::{Container, Pod};
-use serde::{Deserialize, Serialize};
-
-use podctl_images::{ImageRecord, PullOptions};
-use podctl_runtime::{
-    CniConfig, ContainerConfig, ContainerState, Resources, Runtime, RuntimeConfig, SandboxConfig,
-    SandboxState,
-};
+use podctl_cri::proto;
+use podctl_cri::proto::image_service_server::ImageService;
+use podctl_cri::proto::runtime_service_server::RuntimeService;
+use podctl_cri::{CniSection, CriConfig, CriService};
+use tonic::Request;
 
 use crate::images_cmd::Context;
-use crate::{manifest, quantity};
+use crate::{kube, manifest};
 
 /// Where pods run.
 pub struct PodContext {
@@ -27,15 +25,6 @@ pub struct PodContext {
     pub state_dir: PathBuf,
     pub cni_conf_dir: PathBuf,
     pub log_root: PathBuf,
-}
-
-#[derive(Serialize, Deserialize)]
-struct PodRecord {
-    name: String,
-    namespace: String,
-    uid: String,
-    sandbox: String,
-    containers: Vec<(String, String)>,
 }
 
 /// Default network for standalone pods: a bridge on this machine, no NAT.
@@ -50,32 +39,9 @@ const DEFAULT_CONFLIST: &str = r#"{
 }
 "#;
 
-impl PodRecord {
-    /// The ID of the named container, or of the first one.
-    fn container_id(&self, name: Option<&str>) -> anyhow::Result<&str> {
-        let found = match name {
-            Some(c) => self.containers.iter().find(|(n, _)| n == c),
-            None => self.containers.first(),
-        };
-        found
-            .map(|(_, id)| id.as_str())
-            .with_context(|| match name {
-                Some(c) => format!("pod {} has no container {c}", self.name),
-                None => format!("pod {} has no containers", self.name),
-            })
-    }
-}
-
 impl PodContext {
-    fn runtime(&self) -> anyhow::Result<Runtime> {
-        Ok(Runtime::new(RuntimeConfig {
-            state_dir: self.state_dir.clone(),
-            cni: Some(self.cni()?),
-            ..Default::default()
-        })?)
-    }
-
-    fn cni(&self) -> anyhow::Result<CniConfig> {
+    /// The in-process CRI service over this context's directories.
+    fn cri(&self) -> anyhow::Result<CriService> {
         std::fs::create_dir_all(&self.cni_conf_dir)
             .with_context(|| format!("creating {}", self.cni_conf_dir.display()))?;
         let has = std::fs::read_dir(&self.cni_conf_dir)?
@@ -87,39 +53,98 @@ impl PodContext {
                 DEFAULT_CONFLIST,
             )?;
         }
-        Ok(CniConfig {
-            conf_dir: self.cni_conf_dir.clone(),
+        let cfg = CriConfig {
+            root: self.images.root.clone(),
+            state: self.state_dir.clone(),
+            cni: CniSection {
+                conf_dir: self.cni_conf_dir.clone(),
+                ..Default::default()
+            },
+            registry: self.images.registry_config()?,
             ..Default::default()
+        };
+        Ok(CriService::new(cfg)?)
+    }
+}
+
+/// A pod as the CRI service knows it.
+struct PodRef {
+    sandbox: proto::PodSandbox,
+    containers: Vec<proto::Container>,
+}
+
+impl PodRef {
+    fn name(&self) -> &str {
+        self.sandbox
+            .metadata
+            .as_ref()
+            .map(|m| m.name.as_str())
+            .unwrap_or("")
+    }
+
+    /// The named container, or the first one.
+    fn container(&self, name: Option<&str>) -> anyhow::Result<&proto::Container> {
+        let cname = |c: &proto::Container| c.metadata.as_ref().map(|m| m.name.clone());
+        let found = match name {
+            Some(n) => self
+                .containers
+                .iter()
+                .find(|c| cname(c).as_deref() == Some(n)),
+            None => self.containers.first(),
+        };
+        found.with_context(|| match name {
+            Some(c) => format!("pod {} has no container {c}", self.name()),
+            None => format!("pod {} has no containers", self.name()),
         })
     }
+}
 
-    fn pods_dir(&self) -> PathBuf {
-        self.state_dir.join("pods")
-    }
+async fn pods_of(cri: &CriService) -> anyhow::Result<Vec<PodRef>> {
+    let sandboxes = cri
+        .list_pod_sandbox(Request::new(proto::ListPodSandboxRequest { filter: None }))
+        .await?
+        .into_inner()
+        .items;
+    let containers = cri
+        .list_containers(Request::new(proto::ListContainersRequest { filter: None }))
+        .await?
+        .into_inner()
+        .containers;
+    let mut out: Vec<PodRef> = sandboxes
+        .into_iter()
+        .map(|sandbox| PodRef {
+            containers: containers
+                .iter()
+                .filter(|c| c.pod_sandbox_id == sandbox.id)
+                .cloned()
+                .collect(),
+            sandbox,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        let key = |p: &PodRef| {
+            p.sandbox
+                .metadata
+                .as_ref()
+                .map(|m| (m.namespace.clone(), m.name.clone()))
+        };
+        key(a).cmp(&key(b))
+    });
+    Ok(out)
+}
 
-    fn record_path(&self, ns: &str, name: &str) -> PathBuf {
-        self.pods_dir().join(format!("{ns}_{name}.json"))
-    }
-
-    fn records(&self) -> Vec<PodRecord> {
-        let mut out: Vec<PodRecord> = std::fs::read_dir(self.pods_dir())
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| std::fs::read(e.path()).ok())
-                    .filter_map(|b| serde_json::from_slice(&b).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        out
-    }
-
-    fn find(&self, pod: &str) -> anyhow::Result<PodRecord> {
-        let (ns, name) = pod.split_once('/').unwrap_or(("default", pod));
-        let p = self.record_path(ns, name);
-        let b = std::fs::read(&p).with_context(|| format!("pod {ns}/{name} not found"))?;
-        serde_json::from_slice(&b).with_context(|| format!("corrupt {}", p.display()))
-    }
+async fn find(cri: &CriService, pod: &str) -> anyhow::Result<PodRef> {
+    let (ns, name) = pod.split_once('/').unwrap_or(("default", pod));
+    pods_of(cri)
+        .await?
+        .into_iter()
+        .find(|p| {
+            p.sandbox
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.name == name && m.namespace == ns)
+        })
+        .with_context(|| format!("pod {ns}/{name} not found"))
 }
 
 #[derive(Args, Debug)]
@@ -133,21 +158,32 @@ pub struct RunArgs {
 
 pub async fn run(ctx: &PodContext, a: RunArgs) -> anyhow::Result<()> {
     let pods = manifest::read_pods(&a.file)?;
-    let rt = ctx.runtime()?;
+    let cri = ctx.cri()?;
     let mut started = Vec::new();
     for pod in &pods {
-        let (rec, ip) = run_pod(ctx, &rt, pod).await?;
-        let ip = ip.unwrap_or_else(|| "none".into());
-        println!("pod/{} started (ip {ip})", rec.name);
-        started.push(rec);
+        let (name, sandbox, ip) = run_pod(ctx, &cri, pod).await?;
+        let ip = if ip.is_empty() { "none".into() } else { ip };
+        println!("pod/{name} started (ip {ip})");
+        started.push((name, sandbox));
     }
     if a.wait {
         let mut failed = false;
-        for rec in &started {
-            for (name, id) in &rec.containers {
-                let st = rt.wait(id, Duration::from_secs(24 * 3600))?;
-                println!("{}/{name}: exited {}", rec.name, st.exit_code.unwrap_or(-1));
-                failed |= st.exit_code != Some(0);
+        for (pod, sandbox) in &started {
+            let containers = cri
+                .list_containers(Request::new(proto::ListContainersRequest {
+                    filter: Some(proto::ContainerFilter {
+                        pod_sandbox_id: sandbox.clone(),
+                        ..Default::default()
+                    }),
+                }))
+                .await?
+                .into_inner()
+                .containers;
+            for c in containers {
+                let st = wait_exit(&cri, &c.id).await?;
+                let name = st.metadata.map(|m| m.name).unwrap_or_default();
+                println!("{pod}/{name}: exited {}", st.exit_code);
+                failed |= st.exit_code != 0;
             }
         }
         if failed {
@@ -157,287 +193,220 @@ pub async fn run(ctx: &PodContext, a: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn status(cri: &CriService, id: &str) -> anyhow::Result<proto::ContainerStatus> {
+    cri.container_status(Request::new(proto::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    }))
+    .await?
+    .into_inner()
+    .status
+    .with_context(|| format!("container {id}: no status"))
+}
+
+async fn wait_exit(cri: &CriService, id: &str) -> anyhow::Result<proto::ContainerStatus> {
+    loop {
+        let st = status(cri, id).await?;
+        if st.state == proto::ContainerState::ContainerExited as i32 {
+            return Ok(st);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Pull per the container's policy; returns the image ID to run.
+async fn ensure_image(
+    cri: &CriService,
+    c: &k8s_openapi::api::core::v1::Container,
+) -> anyhow::Result<String> {
+    let image = c
+        .image
+        .clone()
+        .with_context(|| format!("container {} has no image", c.name))?;
+    let reference = podctl_images::Reference::parse(&image)?;
+    let latest = reference.digest.is_none() && reference.tag.as_deref() == Some("latest");
+    let policy = c
+        .image_pull_policy
+        .clone()
+        .unwrap_or_else(|| if latest { "Always" } else { "IfNotPresent" }.into());
+    let spec = proto::ImageSpec {
+        image: image.clone(),
+        ..Default::default()
+    };
+    let present = cri
+        .image_status(Request::new(proto::ImageStatusRequest {
+            image: Some(spec.clone()),
+            verbose: false,
+        }))
+        .await?
+        .into_inner()
+        .image;
+    match (policy.as_str(), present) {
+        ("IfNotPresent" | "Never", Some(i)) => Ok(i.id),
+        ("Never", None) => bail!(
+            "container {}: image {image} is not present and imagePullPolicy is Never",
+            c.name
+        ),
+        ("Always" | "IfNotPresent", _) => Ok(cri
+            .pull_image(Request::new(proto::PullImageRequest {
+                image: Some(spec),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))
+            .with_context(|| format!("container {}: pulling {image}", c.name))?
+            .into_inner()
+            .image_ref),
+        (other, _) => bail!("container {}: unknown imagePullPolicy {other:?}", c.name),
+    }
+}
+
 async fn run_pod(
     ctx: &PodContext,
-    rt: &Runtime,
-    pod: &Pod,
-) -> anyhow::Result<(PodRecord, Option<String>)> {
-    let name = pod
-        .metadata
-        .name
-        .clone()
-        .context("pod has no metadata.name")?;
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
+    cri: &CriService,
+    pod: &k8s_openapi::api::core::v1::Pod,
+) -> anyhow::Result<(String, String, String)> {
+    let (name, ns, uid) = kube::identity(pod)?;
     let spec = pod.spec.as_ref().context("pod has no spec")?;
-    if ctx.record_path(&ns, &name).exists() {
+    if find(cri, &format!("{ns}/{name}")).await.is_ok() {
         bail!("pod {ns}/{name} already exists (podctl rm {name} first)");
     }
-    let puller = ctx.images.puller()?;
-    let mut images = BTreeMap::new();
+    let mut images = Vec::new();
     for c in &spec.containers {
-        let image = c
-            .image
-            .clone()
-            .with_context(|| format!("container {} has no image", c.name))?;
-        if images.contains_key(&image) {
-            continue;
-        }
-        let reference = podctl_images::Reference::parse(&image)?;
-        let latest = reference.digest.is_none() && reference.tag.as_deref() == Some("latest");
-        let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
-            if latest {
-                "Always".into()
-            } else {
-                "IfNotPresent".into()
-            }
-        });
-        let present = puller.store().get(&image).ok();
-        let rec = match (policy.as_str(), present) {
-            ("IfNotPresent" | "Never", Some(r)) => r,
-            ("Never", None) => bail!(
-                "container {}: image {image} is not present and imagePullPolicy is Never",
-                c.name
-            ),
-            ("Always" | "IfNotPresent", _) => puller
-                .pull(&image, &PullOptions::default())
-                .await
-                .with_context(|| format!("container {}: pulling {image}", c.name))?,
-            (other, _) => bail!("container {}: unknown imagePullPolicy {other:?}", c.name),
-        };
-        images.insert(image, rec);
+        images.push(ensure_image(cri, c).await?);
     }
-    let uid = match &pod.metadata.uid {
-        Some(u) => u.clone(),
-        None => {
-            let h =
-                podctl_images::Digest::of(format!("{ns}/{name}/{}", podctl_shim_now()).as_bytes());
-            let x = h.hex();
-            format!(
-                "{}-{}-{}-{}-{}",
-                &x[0..8],
-                &x[8..12],
-                &x[12..16],
-                &x[16..20],
-                &x[20..32]
-            )
-        }
-    };
-    let host_network = spec.host_network.unwrap_or(false);
-    let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
     let log_dir = ctx.log_root.join(format!("{ns}_{name}_{uid}"));
-    let sb = rt.run_sandbox(SandboxConfig {
-        name: name.clone(),
-        namespace: ns.clone(),
-        uid: uid.clone(),
-        hostname,
-        host_network,
-        host_ipc: spec.host_ipc.unwrap_or(false),
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
-        log_directory: log_dir.clone(),
-        ..Default::default()
-    })?;
-    let sandbox = sb.id.clone();
-    let mut rec = PodRecord {
-        name: name.clone(),
-        namespace: ns.clone(),
-        uid,
-        sandbox: sandbox.clone(),
-        containers: vec![],
-    };
-    let result = start_containers(
-        ctx,
-        rt,
-        &mut rec,
-        spec.containers.as_slice(),
-        &images,
-        &log_dir,
-    );
-    if let Err(e) = result {
-        for (_, id) in &rec.containers {
-            let _ = rt.remove(id);
+    let sc = kube::sandbox_config(pod, &name, &ns, &uid, &log_dir)?;
+    let sandbox = cri
+        .run_pod_sandbox(Request::new(proto::RunPodSandboxRequest {
+            config: Some(sc.clone()),
+            runtime_handler: String::new(),
+        }))
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))
+        .with_context(|| format!("pod {ns}/{name}"))?
+        .into_inner()
+        .pod_sandbox_id;
+    let result = async {
+        for (c, image) in spec.containers.iter().zip(&images) {
+            let cfg = kube::container_config(c, image)?;
+            let id = cri
+                .create_container(Request::new(proto::CreateContainerRequest {
+                    pod_sandbox_id: sandbox.clone(),
+                    config: Some(cfg),
+                    sandbox_config: Some(sc.clone()),
+                }))
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))
+                .with_context(|| format!("creating container {}", c.name))?
+                .into_inner()
+                .container_id;
+            cri.start_container(Request::new(proto::StartContainerRequest {
+                container_id: id,
+            }))
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))
+            .with_context(|| format!("starting container {}", c.name))?;
         }
-        let _ = rt.remove_sandbox(&sandbox);
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = cri
+            .remove_pod_sandbox(Request::new(proto::RemovePodSandboxRequest {
+                pod_sandbox_id: sandbox.clone(),
+            }))
+            .await;
         return Err(e.context(format!("pod {ns}/{name}")));
     }
-    std::fs::create_dir_all(ctx.pods_dir())?;
-    std::fs::write(
-        ctx.record_path(&ns, &name),
-        serde_json::to_vec_pretty(&rec)?,
-    )?;
-    Ok((rec, sb.ip))
+    let st = cri
+        .pod_sandbox_status(Request::new(proto::PodSandboxStatusRequest {
+            pod_sandbox_id: sandbox.clone(),
+            verbose: false,
+        }))
+        .await?
+        .into_inner();
+    let ip = st
+        .status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .unwrap_or_default();
+    Ok((name, sandbox, ip))
 }
 
-fn podctl_shim_now() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
+fn state_name(s: i32) -> &'static str {
+    match proto::ContainerState::try_from(s) {
+        Ok(proto::ContainerState::ContainerCreated) => "Created",
+        Ok(proto::ContainerState::ContainerRunning) => "Running",
+        Ok(proto::ContainerState::ContainerExited) => "Exited",
+        _ => "Unknown",
+    }
 }
 
-fn start_containers(
-    ctx: &PodContext,
-    rt: &Runtime,
-    rec: &mut PodRecord,
-    containers: &[Container],
-    images: &BTreeMap<String, ImageRecord>,
-    log_dir: &Path,
-) -> anyhow::Result<()> {
-    let store = ctx.images.store()?;
-    for c in containers {
-        let image = c.image.clone().unwrap_or_default();
-        let img = images
-            .get(&image)
-            .with_context(|| format!("image {image} not pulled"))?;
-        let cfg = container_config(c, img, store.layer_dirs(img)?, log_dir)?;
-        let id = rt
-            .create_container(&rec.sandbox, cfg)
-            .with_context(|| format!("creating container {}", c.name))?;
-        rec.containers.push((c.name.clone(), id.clone()));
-        rt.start(&id)
-            .with_context(|| format!("starting container {}", c.name))?;
-    }
-    Ok(())
-}
-
-fn container_config(
-    c: &Container,
-    img: &ImageRecord,
-    lower_dirs: Vec<PathBuf>,
-    log_dir: &Path,
-) -> anyhow::Result<ContainerConfig> {
-    let ic = &img.config;
-    let (command, args) = match (&c.command, &c.args) {
-        (Some(cmd), args) => (cmd.clone(), args.clone().unwrap_or_default()),
-        (None, Some(args)) => (ic.entrypoint.clone().unwrap_or_default(), args.clone()),
-        (None, None) => (
-            ic.entrypoint.clone().unwrap_or_default(),
-            ic.cmd.clone().unwrap_or_default(),
-        ),
-    };
-    let mut env: Vec<String> = ic.env.clone().unwrap_or_default();
-    for e in c.env.iter().flatten() {
-        let value = match &e.value_from {
-            Some(_) => bail!(
-                "container {}: env {}: valueFrom is not supported yet",
-                c.name,
-                e.name
-            ),
-            None => e.value.clone().unwrap_or_default(),
-        };
-        env.retain(|kv| kv.split('=').next() != Some(e.name.as_str()));
-        env.push(format!("{}={value}", e.name));
-    }
-    let sc = c.security_context.as_ref();
-    let user = match sc.and_then(|s| s.run_as_user) {
-        Some(u) => match sc.and_then(|s| s.run_as_group) {
-            Some(g) => format!("{u}:{g}"),
-            None => u.to_string(),
-        },
-        None => ic.user.clone(),
-    };
-    let mut resources = Resources::default();
-    if let Some(limits) = c.resources.as_ref().and_then(|r| r.limits.as_ref()) {
-        if let Some(m) = limits.get("memory") {
-            resources.memory_limit =
-                Some(quantity::parse(&m.0, 1.0).with_context(|| {
-                    format!("container {}: bad memory limit {:?}", c.name, m.0)
-                })?);
-        }
-        if let Some(cpu) = limits.get("cpu") {
-            let milli = quantity::parse(&cpu.0, 1000.0)
-                .with_context(|| format!("container {}: bad cpu limit {:?}", c.name, cpu.0))?;
-            resources.cpu_quota = Some(milli * 100);
-            resources.cpu_period = Some(100_000);
-        }
-    }
-    if let Some(cpu) = c
-        .resources
-        .as_ref()
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("cpu"))
-    {
-        let milli = quantity::parse(&cpu.0, 1000.0)
-            .with_context(|| format!("container {}: bad cpu request {:?}", c.name, cpu.0))?;
-        resources.cpu_shares = Some(((milli as u64) * 1024 / 1000).max(2));
-    }
-    Ok(ContainerConfig {
-        name: c.name.clone(),
-        image: c.image.clone().unwrap_or_default(),
-        lower_dirs,
-        command,
-        args,
-        env,
-        working_dir: c
-            .working_dir
-            .clone()
-            .unwrap_or_else(|| ic.working_dir.clone()),
-        user,
-        readonly_rootfs: sc
-            .and_then(|s| s.read_only_root_filesystem)
-            .unwrap_or(false),
-        privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
-        resources,
-        log_path: log_dir.join(&c.name).join("0.log"),
-        ..Default::default()
-    })
-}
-
-pub fn pods(ctx: &PodContext) -> anyhow::Result<()> {
-    let rt = ctx.runtime()?;
+pub async fn pods(ctx: &PodContext) -> anyhow::Result<()> {
+    let cri = ctx.cri()?;
     println!(
         "{:<16} {:<24} {:<10} {:<16} CONTAINERS",
         "NAMESPACE", "NAME", "STATE", "IP"
     );
-    for r in ctx.records() {
-        let st = rt.sandbox_status(&r.sandbox).ok();
-        let state = match st.as_ref().map(|s| s.state) {
-            Some(SandboxState::Ready) => "Ready",
-            _ => "NotReady",
+    for p in pods_of(&cri).await? {
+        let st = cri
+            .pod_sandbox_status(Request::new(proto::PodSandboxStatusRequest {
+                pod_sandbox_id: p.sandbox.id.clone(),
+                verbose: false,
+            }))
+            .await?
+            .into_inner()
+            .status
+            .unwrap_or_default();
+        let state = if st.state == proto::PodSandboxState::SandboxReady as i32 {
+            "Ready"
+        } else {
+            "NotReady"
         };
-        let running = r
+        let running = p
             .containers
             .iter()
-            .filter(|(_, id)| {
-                rt.status(id)
-                    .map(|s| s.state == ContainerState::Running)
-                    .unwrap_or(false)
-            })
+            .filter(|c| c.state == proto::ContainerState::ContainerRunning as i32)
             .count();
-        let ip = st.and_then(|s| s.ip).unwrap_or_default();
+        let ip = st.network.map(|n| n.ip).unwrap_or_default();
+        let ns = st.metadata.map(|m| m.namespace).unwrap_or_default();
         println!(
             "{:<16} {:<24} {:<10} {:<16} {running}/{}",
-            r.namespace,
-            r.name,
+            ns,
+            p.name(),
             state,
             ip,
-            r.containers.len()
+            p.containers.len()
         );
     }
     Ok(())
 }
 
-pub fn ps(ctx: &PodContext) -> anyhow::Result<()> {
-    let rt = ctx.runtime()?;
+pub async fn ps(ctx: &PodContext) -> anyhow::Result<()> {
+    let cri = ctx.cri()?;
     println!(
         "{:<14} {:<24} {:<16} {:<8} {:<5} IMAGE",
         "CONTAINER", "POD", "NAME", "STATE", "EXIT"
     );
-    for r in ctx.records() {
-        for (name, id) in &r.containers {
-            let Ok(s) = rt.status(id) else { continue };
-            let exit = s.exit_code.map(|c| c.to_string()).unwrap_or_default();
+    for p in pods_of(&cri).await? {
+        for c in &p.containers {
+            let Ok(s) = status(&cri, &c.id).await else {
+                continue;
+            };
+            let exit = if s.state == proto::ContainerState::ContainerExited as i32 {
+                s.exit_code.to_string()
+            } else {
+                String::new()
+            };
             println!(
                 "{:<14} {:<24} {:<16} {:<8} {:<5} {}",
-                &id[..13.min(id.len())],
-                r.name,
-                name,
-                format!("{:?}", s.state),
+                &c.id[..13.min(c.id.len())],
+                p.name(),
+                s.metadata.map(|m| m.name).unwrap_or_default(),
+                state_name(s.state),
                 exit,
-                s.image
+                s.image.map(|i| i.image).unwrap_or_default()
             );
         }
     }
@@ -456,11 +425,11 @@ pub struct LogsArgs {
     pub follow: bool,
 }
 
-pub fn logs(ctx: &PodContext, a: LogsArgs) -> anyhow::Result<()> {
-    let rec = ctx.find(&a.pod)?;
-    let id = rec.container_id(a.container.as_deref())?;
-    let rt = ctx.runtime()?;
-    let path = rt.status(id)?.log_path;
+pub async fn logs(ctx: &PodContext, a: LogsArgs) -> anyhow::Result<()> {
+    let cri = ctx.cri()?;
+    let pod = find(&cri, &a.pod).await?;
+    let id = pod.container(a.container.as_deref())?.id.clone();
+    let path = status(&cri, &id).await?.log_path;
     let mut offset = 0usize;
     let mut out = std::io::stdout().lock();
     loop {
@@ -483,14 +452,14 @@ pub fn logs(ctx: &PodContext, a: LogsArgs) -> anyhow::Result<()> {
         }
         offset += complete;
         out.flush()?;
-        let exited = rt
-            .status(id)
-            .map(|s| s.state == ContainerState::Exited)
+        let exited = status(&cri, &id)
+            .await
+            .map(|s| s.state == proto::ContainerState::ContainerExited as i32)
             .unwrap_or(true);
         if !a.follow || (exited && complete == 0) {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -501,33 +470,47 @@ pub struct PodArgs {
     pub pods: Vec<String>,
     /// Seconds between SIGTERM and SIGKILL.
     #[arg(long, default_value_t = 10)]
-    pub timeout: u64,
+    pub timeout: i64,
 }
 
-pub fn stop(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
-    let rt = ctx.runtime()?;
-    for p in &a.pods {
-        let rec = ctx.find(p)?;
-        for (_, id) in &rec.containers {
-            rt.stop(id, Duration::from_secs(a.timeout))?;
-        }
-        rt.stop_sandbox(&rec.sandbox)?;
-        println!("pod/{} stopped", rec.name);
+async fn stop_containers(cri: &CriService, pod: &PodRef, timeout: i64) -> anyhow::Result<()> {
+    for c in &pod.containers {
+        cri.stop_container(Request::new(proto::StopContainerRequest {
+            container_id: c.id.clone(),
+            timeout,
+        }))
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
     }
     Ok(())
 }
 
-pub fn rm(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
-    let rt = ctx.runtime()?;
+pub async fn stop(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
+    let cri = ctx.cri()?;
     for p in &a.pods {
-        let rec = ctx.find(p)?;
-        for (_, id) in &rec.containers {
-            rt.stop(id, Duration::from_secs(a.timeout))?;
-            rt.remove(id)?;
-        }
-        rt.remove_sandbox(&rec.sandbox)?;
-        std::fs::remove_file(ctx.record_path(&rec.namespace, &rec.name))?;
-        println!("pod/{} removed", rec.name);
+        let pod = find(&cri, p).await?;
+        stop_containers(&cri, &pod, a.timeout).await?;
+        cri.stop_pod_sandbox(Request::new(proto::StopPodSandboxRequest {
+            pod_sandbox_id: pod.sandbox.id.clone(),
+        }))
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        println!("pod/{} stopped", pod.name());
+    }
+    Ok(())
+}
+
+pub async fn rm(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
+    let cri = ctx.cri()?;
+    for p in &a.pods {
+        let pod = find(&cri, p).await?;
+        stop_containers(&cri, &pod, a.timeout).await?;
+        cri.remove_pod_sandbox(Request::new(proto::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.sandbox.id.clone(),
+        }))
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        println!("pod/{} removed", pod.name());
     }
     Ok(())
 }
@@ -541,21 +524,31 @@ pub struct ExecArgs {
     pub container: Option<String>,
     /// Seconds before the command is killed (0: no limit).
     #[arg(long, default_value_t = 0)]
-    pub timeout: u64,
+    pub timeout: i64,
     /// Command and arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
 }
 
 /// Run a command in a container; prints its output and returns its exit code.
-pub fn exec(ctx: &PodContext, a: ExecArgs) -> anyhow::Result<i32> {
-    let rec = ctx.find(&a.pod)?;
-    let id = rec.container_id(a.container.as_deref())?;
-    let rt = ctx.runtime()?;
-    let r = rt.exec_sync(id, &a.command, Duration::from_secs(a.timeout))?;
+pub async fn exec(ctx: &PodContext, a: ExecArgs) -> anyhow::Result<i32> {
+    let cri = ctx.cri()?;
+    let pod = find(&cri, &a.pod).await?;
+    let id = pod.container(a.container.as_deref())?.id.clone();
+    let t0 = Instant::now();
+    let r = cri
+        .exec_sync(Request::new(proto::ExecSyncRequest {
+            container_id: id,
+            cmd: a.command.clone(),
+            timeout: a.timeout,
+        }))
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
     std::io::stdout().write_all(&r.stdout)?;
     std::io::stderr().write_all(&r.stderr)?;
-    if r.timed_out {
+    if a.timeout > 0 && r.exit_code == 137 && t0.elapsed() >= Duration::from_secs(a.timeout as u64)
+    {
         bail!("command timed out after {}s", a.timeout);
     }
     Ok(r.exit_code)

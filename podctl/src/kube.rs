@@ -1,0 +1,241 @@
+//! A Kubernetes Pod turned into CRI requests, the way the kubelet builds
+//! them: sandbox metadata, DNS, namespaces and port mappings; container
+//! command, args, env, working dir, user, limits, log path.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context as _};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use podctl_cri::proto;
+
+use crate::quantity;
+
+/// The pod's name, namespace and UID (generated when the manifest has none).
+pub fn identity(pod: &Pod) -> anyhow::Result<(String, String, String)> {
+    let name = pod
+        .metadata
+        .name
+        .clone()
+        .context("pod has no metadata.name")?;
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let uid = match &pod.metadata.uid {
+        Some(u) => u.clone(),
+        None => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let d = podctl_images::Digest::of(format!("{ns}/{name}/{now}").as_bytes());
+            let x = d.hex();
+            format!(
+                "{}-{}-{}-{}-{}",
+                &x[0..8],
+                &x[8..12],
+                &x[12..16],
+                &x[16..20],
+                &x[20..32]
+            )
+        }
+    };
+    Ok((name, ns, uid))
+}
+
+/// RunPodSandbox's configuration for `pod`.
+pub fn sandbox_config(
+    pod: &Pod,
+    name: &str,
+    ns: &str,
+    uid: &str,
+    log_dir: &std::path::Path,
+) -> anyhow::Result<proto::PodSandboxConfig> {
+    let spec = pod.spec.as_ref().context("pod has no spec")?;
+    let node = proto::NamespaceMode::Node as i32;
+    let pod_mode = proto::NamespaceMode::Pod as i32;
+    let container_mode = proto::NamespaceMode::Container as i32;
+    let ns_opts = proto::NamespaceOption {
+        network: if spec.host_network == Some(true) {
+            node
+        } else {
+            pod_mode
+        },
+        ipc: if spec.host_ipc == Some(true) {
+            node
+        } else {
+            pod_mode
+        },
+        pid: if spec.host_pid == Some(true) {
+            node
+        } else if spec.share_process_namespace == Some(true) {
+            pod_mode
+        } else {
+            container_mode
+        },
+        ..Default::default()
+    };
+    let mut ports = Vec::new();
+    for c in &spec.containers {
+        for p in c.ports.iter().flatten() {
+            let Some(host_port) = p.host_port else {
+                continue;
+            };
+            ports.push(proto::PortMapping {
+                protocol: match p.protocol.as_deref() {
+                    Some("UDP") => proto::Protocol::Udp,
+                    Some("SCTP") => proto::Protocol::Sctp,
+                    _ => proto::Protocol::Tcp,
+                } as i32,
+                container_port: p.container_port,
+                host_port,
+                host_ip: p.host_ip.clone().unwrap_or_default(),
+            });
+        }
+    }
+    let dns = spec.dns_config.as_ref().map(|d| proto::DnsConfig {
+        servers: d.nameservers.clone().unwrap_or_default(),
+        searches: d.searches.clone().unwrap_or_default(),
+        options: d
+            .options
+            .iter()
+            .flatten()
+            .filter_map(|o| {
+                let n = o.name.clone()?;
+                Some(match &o.value {
+                    Some(v) => format!("{n}:{v}"),
+                    None => n,
+                })
+            })
+            .collect(),
+    });
+    let sysctls: HashMap<String, String> = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.sysctls.as_ref())
+        .map(|v| {
+            v.iter()
+                .map(|s| (s.name.clone(), s.value.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(proto::PodSandboxConfig {
+        metadata: Some(proto::PodSandboxMetadata {
+            name: name.into(),
+            uid: uid.into(),
+            namespace: ns.into(),
+            attempt: 0,
+        }),
+        hostname: spec.hostname.clone().unwrap_or_else(|| name.into()),
+        log_directory: log_dir.display().to_string(),
+        dns_config: dns,
+        port_mappings: ports,
+        labels: pod
+            .metadata
+            .labels
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .chain([
+                ("io.kubernetes.pod.name".to_string(), name.to_string()),
+                ("io.kubernetes.pod.namespace".to_string(), ns.to_string()),
+                ("io.kubernetes.pod.uid".to_string(), uid.to_string()),
+            ])
+            .collect(),
+        annotations: pod
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        linux: Some(proto::LinuxPodSandboxConfig {
+            security_context: Some(proto::LinuxSandboxSecurityContext {
+                namespace_options: Some(ns_opts),
+                ..Default::default()
+            }),
+            sysctls,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// CreateContainer's configuration for one container of the pod.
+pub fn container_config(c: &Container, image: &str) -> anyhow::Result<proto::ContainerConfig> {
+    let mut envs = Vec::new();
+    for e in c.env.iter().flatten() {
+        if e.value_from.is_some() {
+            bail!(
+                "container {}: env {}: valueFrom is not supported yet",
+                c.name,
+                e.name
+            );
+        }
+        envs.push(proto::KeyValue {
+            key: e.name.clone(),
+            value: e.value.clone().unwrap_or_default(),
+        });
+    }
+    let sc = c.security_context.as_ref();
+    let mut res = proto::LinuxContainerResources::default();
+    if let Some(limits) = c.resources.as_ref().and_then(|r| r.limits.as_ref()) {
+        if let Some(m) = limits.get("memory") {
+            res.memory_limit_in_bytes = quantity::parse(&m.0, 1.0)
+                .with_context(|| format!("container {}: bad memory limit {:?}", c.name, m.0))?;
+        }
+        if let Some(cpu) = limits.get("cpu") {
+            let milli = quantity::parse(&cpu.0, 1000.0)
+                .with_context(|| format!("container {}: bad cpu limit {:?}", c.name, cpu.0))?;
+            res.cpu_quota = milli * 100;
+            res.cpu_period = 100_000;
+        }
+    }
+    if let Some(cpu) = c
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("cpu"))
+    {
+        let milli = quantity::parse(&cpu.0, 1000.0)
+            .with_context(|| format!("container {}: bad cpu request {:?}", c.name, cpu.0))?;
+        res.cpu_shares = (milli * 1024 / 1000).max(2);
+    }
+    Ok(proto::ContainerConfig {
+        metadata: Some(proto::ContainerMetadata {
+            name: c.name.clone(),
+            attempt: 0,
+        }),
+        image: Some(proto::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: c.command.clone().unwrap_or_default(),
+        args: c.args.clone().unwrap_or_default(),
+        working_dir: c.working_dir.clone().unwrap_or_default(),
+        envs,
+        labels: [("io.kubernetes.container.name".to_string(), c.name.clone())].into(),
+        log_path: format!("{}/0.log", c.name),
+        stdin: c.stdin == Some(true),
+        stdin_once: c.stdin_once == Some(true),
+        tty: c.tty == Some(true),
+        linux: Some(proto::LinuxContainerConfig {
+            resources: Some(res),
+            security_context: Some(proto::LinuxContainerSecurityContext {
+                privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
+                readonly_rootfs: sc
+                    .and_then(|s| s.read_only_root_filesystem)
+                    .unwrap_or(false),
+                run_as_user: sc
+                    .and_then(|s| s.run_as_user)
+                    .map(|value| proto::Int64Value { value }),
+                run_as_group: sc
+                    .and_then(|s| s.run_as_group)
+                    .map(|value| proto::Int64Value { value }),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    })
+}
