@@ -5,6 +5,8 @@ packages=(
   protobuf-compiler        # protoc, for the CRI api.proto shipped by the k8s-cri crate
   docker-registry          # the distribution registry the test bed runs on 127.0.0.1
   busybox                  # dynamic busybox the image fixtures are built from
+  nginx                    # nginx for critest's web-server images (tests/src/critest_images.rs)
+  procps                   # pgrep for critest's busybox image (Debian's busybox has none)
   apache2-utils            # htpasswd for the auth-enabled registry fixture
   openssl                  # keys and signatures for the token-auth realm
   libseccomp-dev pkg-config

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use podctl_images::ImageRecord;
-use podctl_runtime::{ContainerConfig, Mount, Resources};
+use podctl_runtime::{ContainerConfig, Mount, Resources, Seccomp, Security};
 
 use crate::error::{CriError, Result};
 use crate::proto;
@@ -81,6 +81,7 @@ pub(crate) fn runtime_container(
         .as_ref()
         .map(|l| l.sysctls.clone().into_iter().collect())
         .unwrap_or_default();
+    let security = security_of(&name, sc, lin.and_then(|l| l.resources.as_ref()))?;
     Ok(ContainerConfig {
         name,
         image: c
@@ -112,7 +113,68 @@ pub(crate) fn runtime_container(
             log_path
         }),
         labels: c.labels.clone().into_iter().collect(),
+        security,
     })
+}
+
+/// The runtime's security settings from a CRI security context.
+#[allow(deprecated)] // seccomp_profile_path: older kubelets still send it
+fn security_of(
+    name: &str,
+    sc: Option<&proto::LinuxContainerSecurityContext>,
+    res: Option<&proto::LinuxContainerResources>,
+) -> Result<Security> {
+    let mut s = Security {
+        oom_score_adj: res.map(|r| r.oom_score_adj as i32).filter(|v| *v != 0),
+        cpuset_cpus: res.map(|r| r.cpuset_cpus.clone()).unwrap_or_default(),
+        cpuset_mems: res.map(|r| r.cpuset_mems.clone()).unwrap_or_default(),
+        ..Default::default()
+    };
+    let Some(sc) = sc else {
+        s.seccomp = Seccomp::Unconfined;
+        return Ok(s);
+    };
+    if let Some(c) = &sc.capabilities {
+        s.cap_add = c.add_capabilities.clone();
+        s.cap_drop = c.drop_capabilities.clone();
+    }
+    s.no_new_privs = Some(sc.no_new_privs);
+    s.masked_paths = sc.masked_paths.clone();
+    s.readonly_paths = sc.readonly_paths.clone();
+    for g in &sc.supplemental_groups {
+        s.supplemental_groups.push(u32::try_from(*g).map_err(|_| {
+            CriError::invalid(
+                format!("container {name} supplemental group"),
+                format!("{g} out of range"),
+            )
+        })?);
+    }
+    s.seccomp = match &sc.seccomp {
+        Some(p) => match proto::security_profile::ProfileType::try_from(p.profile_type) {
+            Ok(proto::security_profile::ProfileType::RuntimeDefault) => Seccomp::RuntimeDefault,
+            Ok(proto::security_profile::ProfileType::Localhost) => {
+                if !p.localhost_ref.starts_with('/') {
+                    return Err(CriError::invalid(
+                        format!("container {name} seccomp"),
+                        format!(
+                            "localhost profile {:?} is not an absolute path",
+                            p.localhost_ref
+                        ),
+                    ));
+                }
+                Seccomp::Localhost(PathBuf::from(&p.localhost_ref))
+            }
+            _ => Seccomp::Unconfined,
+        },
+        None => match sc.seccomp_profile_path.as_str() {
+            "runtime/default" | "docker/default" => Seccomp::RuntimeDefault,
+            p if p.starts_with("localhost/") => {
+                Seccomp::Localhost(PathBuf::from(&p["localhost".len()..]))
+            }
+            _ => Seccomp::Unconfined,
+        },
+    };
+    Ok(s)
 }
 
 /// `uid[:gid]`, `name[:gid]` from the security context, else the image's.

@@ -77,6 +77,8 @@ pub struct ContainerConfig {
     /// CRI log file the shim writes.
     pub log_path: PathBuf,
     pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub security: crate::security::Security,
 }
 
 /// Lifecycle state as CRI names it.

@@ -88,6 +88,7 @@ mod exec;
 mod lock;
 mod rootfs;
 mod seccomp;
+pub mod security;
 mod shim;
 mod spec;
 mod update;
@@ -104,3 +105,4 @@ pub use container::{
 pub use error::{Result, RuntimeError};
 pub use exec::ExecResult;
 pub use sandbox::{DnsConfig, PodAttachments, Sandbox, SandboxConfig, SandboxState, SandboxStatus};
+pub use security::{Seccomp, Security};

@@ -437,12 +437,42 @@ fn cni_args(id: &str, cfg: &SandboxConfig) -> String {
     )
 }
 
+/// The pod's hostname: the configured one, else the pod name cut to the
+/// kernel's limit (63 bytes, as the kubelet does) without a trailing `-`
+/// or `.`.
 fn pod_hostname(cfg: &SandboxConfig) -> &str {
     if !cfg.hostname.is_empty() {
-        &cfg.hostname
-    } else if !cfg.name.is_empty() {
-        &cfg.name
-    } else {
+        return &cfg.hostname;
+    }
+    if cfg.name.is_empty() {
+        return "localhost";
+    }
+    let mut end = cfg.name.len().min(63);
+    while !cfg.name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = cfg.name[..end].trim_end_matches(['-', '.']);
+    if cut.is_empty() {
         "localhost"
+    } else {
+        cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostname_fits_the_kernel_limit() {
+        let mut cfg = SandboxConfig {
+            name: format!("{}-x", "a".repeat(62)),
+            ..Default::default()
+        };
+        assert_eq!(pod_hostname(&cfg), "a".repeat(62));
+        cfg.name = "web".into();
+        assert_eq!(pod_hostname(&cfg), "web");
+        cfg.hostname = "given".into();
+        assert_eq!(pod_hostname(&cfg), "given");
     }
 }

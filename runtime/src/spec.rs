@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::container::ContainerConfig;
 use crate::error::{Result, RuntimeError};
+use crate::security;
 use crate::user::Identity;
 
 /// PATH for containers whose image sets none.
@@ -58,14 +59,22 @@ pub fn build(
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(DEFAULT_PATH.to_string());
     }
-    let caps: Vec<&str> = if cfg.privileged {
-        all_caps()
+    let sec = &cfg.security;
+    let all = all_caps();
+    let caps: Vec<String> = if cfg.privileged {
+        all.iter().map(|c| c.to_string()).collect()
     } else {
-        DEFAULT_CAPS.to_vec()
+        security::capabilities(DEFAULT_CAPS, &all, &sec.cap_add, &sec.cap_drop)
     };
+    let mut additional_gids = who.additional_gids.clone();
+    for g in &sec.supplemental_groups {
+        if !additional_gids.contains(g) {
+            additional_gids.push(*g);
+        }
+    }
     v["process"] = json!({
         "terminal": false,
-        "user": {"uid": who.uid, "gid": who.gid, "additionalGids": who.additional_gids},
+        "user": {"uid": who.uid, "gid": who.gid, "additionalGids": additional_gids},
         "args": args,
         "env": env,
         "cwd": if cfg.working_dir.is_empty() { "/" } else { cfg.working_dir.as_str() },
@@ -73,8 +82,11 @@ pub fn build(
         // Only requested rlimits: raising one needs CAP_SYS_RESOURCE, which
         // podctl may lack; others are inherited from the shim.
         "rlimits": cfg.rlimits.iter().map(|r| json!({"type": r.kind, "soft": r.soft, "hard": r.hard})).collect::<Vec<_>>(),
-        "noNewPrivileges": !cfg.privileged,
+        "noNewPrivileges": sec.no_new_privs.unwrap_or(!cfg.privileged),
     });
+    if let Some(score) = sec.oom_score_adj {
+        v["process"]["oomScoreAdj"] = json!(security::oom_score(id, score));
+    }
     v["root"] = json!({"path": rootfs, "readonly": cfg.readonly_rootfs});
     v["hostname"] = json!(cfg.hostname);
     let mut mounts = v["mounts"].as_array().cloned().unwrap_or_default();
@@ -110,6 +122,12 @@ pub fn build(
         cpu.insert("quota".into(), json!(q));
         cpu.insert("period".into(), json!(r.cpu_period.unwrap_or(100_000)));
     }
+    if !sec.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), json!(sec.cpuset_cpus));
+    }
+    if !sec.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), json!(sec.cpuset_mems));
+    }
     if !cpu.is_empty() {
         res["cpu"] = Value::Object(cpu);
     }
@@ -121,7 +139,15 @@ pub fn build(
         linux.insert("maskedPaths".into(), json!([]));
         linux.insert("readonlyPaths".into(), json!([]));
     } else {
-        linux.insert("seccomp".into(), crate::seccomp::default_profile());
+        if !sec.masked_paths.is_empty() {
+            linux.insert("maskedPaths".into(), json!(sec.masked_paths));
+        }
+        if !sec.readonly_paths.is_empty() {
+            linux.insert("readonlyPaths".into(), json!(sec.readonly_paths));
+        }
+        if let Some(profile) = security::seccomp_section(id, &sec.seccomp)? {
+            linux.insert("seccomp".into(), profile);
+        }
     }
     if !cfg.sysctls.is_empty() {
         linux.insert("sysctl".into(), json!(cfg.sysctls));

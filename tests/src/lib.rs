@@ -14,6 +14,7 @@
 //! `spawn_blocking`).
 
 pub mod big;
+pub mod critest_images;
 pub mod fixtures;
 pub mod layer;
 pub mod oci;
