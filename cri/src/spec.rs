@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use podctl_images::ImageRecord;
-use podctl_runtime::{ContainerConfig, Mount, Resources, Seccomp, Security};
+use podctl_runtime::{ContainerConfig, Mount, Propagation, Resources, Seccomp, Security};
 
 use crate::error::{CriError, Result};
 use crate::proto;
@@ -51,7 +51,7 @@ pub(crate) fn runtime_container(
     }
     let lin = c.linux.as_ref();
     let sc = lin.and_then(|l| l.security_context.as_ref());
-    let user = user_of(sc, &ic.user);
+    let user = user_of(&name, sc, &ic.user)?;
     let mut mounts = Vec::new();
     for m in &c.mounts {
         if m.container_path.is_empty() || !m.container_path.starts_with('/') {
@@ -70,6 +70,13 @@ pub(crate) fn runtime_container(
             host_path: PathBuf::from(&m.host_path),
             container_path: m.container_path.clone(),
             readonly: m.readonly,
+            propagation: match proto::MountPropagation::try_from(m.propagation) {
+                Ok(proto::MountPropagation::PropagationHostToContainer) => {
+                    Propagation::HostToContainer
+                }
+                Ok(proto::MountPropagation::PropagationBidirectional) => Propagation::Bidirectional,
+                _ => Propagation::Private,
+            },
         });
     }
     let resources = lin
@@ -178,20 +185,31 @@ fn security_of(
 }
 
 /// `uid[:gid]`, `name[:gid]` from the security context, else the image's.
-fn user_of(sc: Option<&proto::LinuxContainerSecurityContext>, image_user: &str) -> String {
+/// A group without a user is refused, as containerd and CRI-O do.
+fn user_of(
+    name: &str,
+    sc: Option<&proto::LinuxContainerSecurityContext>,
+    image_user: &str,
+) -> Result<String> {
     let Some(sc) = sc else {
-        return image_user.to_string();
+        return Ok(image_user.to_string());
     };
+    if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+        return Err(CriError::invalid(
+            format!("container {name} security context"),
+            "run_as_group is set without run_as_user or run_as_username",
+        ));
+    }
     let user = match (&sc.run_as_user, sc.run_as_username.as_str()) {
         (Some(u), _) => u.value.to_string(),
         (None, n) if !n.is_empty() => n.to_string(),
         _ => image_user.split(':').next().unwrap_or("").to_string(),
     };
-    match &sc.run_as_group {
+    Ok(match &sc.run_as_group {
         Some(g) => format!("{user}:{}", g.value),
         None if sc.run_as_user.is_none() && sc.run_as_username.is_empty() => image_user.to_string(),
         None => user,
-    }
+    })
 }
 
 pub(crate) fn resources_of(r: &proto::LinuxContainerResources) -> Resources {

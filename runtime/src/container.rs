@@ -34,6 +34,21 @@ pub struct Mount {
     pub host_path: PathBuf,
     pub container_path: String,
     pub readonly: bool,
+    #[serde(default)]
+    pub propagation: Propagation,
+}
+
+/// Mount propagation of a bind mount (Kubernetes `mountPropagation`).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Propagation {
+    /// `rprivate`: nothing propagates.
+    #[default]
+    Private,
+    /// `rslave`: mounts made on the host appear in the container.
+    HostToContainer,
+    /// `rshared`: both ways (privileged containers only).
+    Bidirectional,
 }
 
 /// A process resource limit (`RLIMIT_*`). Raising a hard limit above the

@@ -100,7 +100,8 @@ pub mod sandbox;
 pub use cni::{CniConfig, PortMapping};
 pub use config::{CgroupDriver, RuntimeConfig};
 pub use container::{
-    ContainerConfig, ContainerState, ContainerStatus, Mount, Resources, Rlimit, Runtime,
+    ContainerConfig, ContainerState, ContainerStatus, Mount, Propagation, Resources, Rlimit,
+    Runtime,
 };
 pub use error::{Result, RuntimeError};
 pub use exec::ExecResult;

@@ -308,6 +308,7 @@ impl Runtime {
                 host_path: dir.join(f),
                 container_path: format!("/etc/{f}"),
                 readonly: false,
+                propagation: Default::default(),
             })
             .collect();
         Ok(PodAttachments {

@@ -44,6 +44,71 @@ pub struct Security {
     pub cpuset_mems: String,
 }
 
+/// Capability names by number (linux/capability.h).
+const CAP_NAMES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The capabilities a container can get from us: those in our own
+/// bounding set (as containerd and CRI-O do for privileged containers; a
+/// capability we lack, e.g. CAP_SYS_RESOURCE here, cannot be granted).
+pub fn bounding_set() -> Vec<&'static str> {
+    let mask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    CAP_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect()
+}
+
 /// `CAP_X` for `x`, `X` or `CAP_X`.
 pub fn cap_name(n: &str) -> String {
     let up = n.to_ascii_uppercase();
@@ -55,7 +120,7 @@ pub fn cap_name(n: &str) -> String {
 }
 
 /// The capability set from a base set, additions and drops (`ALL`
-/// allowed in both).
+/// allowed in both), limited to `all` (what can be granted).
 pub fn capabilities(base: &[&str], all: &[&str], add: &[String], drop: &[String]) -> Vec<String> {
     let has_all = |v: &[String]| v.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
     let mut caps: Vec<String> = if has_all(add) {
@@ -77,6 +142,13 @@ pub fn capabilities(base: &[&str], all: &[&str], add: &[String], drop: &[String]
             }
         }
     }
+    caps.retain(|c| {
+        let ok = all.contains(&c.as_str());
+        if !ok {
+            tracing::warn!(cap = %c, "capability not in the runtime's bounding set; not granted");
+        }
+        ok
+    });
     caps
 }
 

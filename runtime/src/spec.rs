@@ -8,7 +8,7 @@ use std::path::Path;
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
-use crate::container::ContainerConfig;
+use crate::container::{ContainerConfig, Propagation};
 use crate::error::{Result, RuntimeError};
 use crate::security;
 use crate::user::Identity;
@@ -60,7 +60,7 @@ pub fn build(
         env.push(DEFAULT_PATH.to_string());
     }
     let sec = &cfg.security;
-    let all = all_caps();
+    let all = security::bounding_set();
     let caps: Vec<String> = if cfg.privileged {
         all.iter().map(|c| c.to_string()).collect()
     } else {
@@ -82,16 +82,33 @@ pub fn build(
         // Only requested rlimits: raising one needs CAP_SYS_RESOURCE, which
         // podctl may lack; others are inherited from the shim.
         "rlimits": cfg.rlimits.iter().map(|r| json!({"type": r.kind, "soft": r.soft, "hard": r.hard})).collect::<Vec<_>>(),
-        "noNewPrivileges": sec.no_new_privs.unwrap_or(!cfg.privileged),
     });
+    // Only `true` is written: libcontainer 0.7 loads seccomp after dropping
+    // capabilities whenever the field is present, which fails with
+    // `false` (no CAP_SYS_ADMIN left); absent, it loads it before.
+    if sec.no_new_privs.unwrap_or(!cfg.privileged) {
+        v["process"]["noNewPrivileges"] = json!(true);
+    }
     if let Some(score) = sec.oom_score_adj {
         v["process"]["oomScoreAdj"] = json!(security::oom_score(id, score));
     }
     v["root"] = json!({"path": rootfs, "readonly": cfg.readonly_rootfs});
     v["hostname"] = json!(cfg.hostname);
     let mut mounts = v["mounts"].as_array().cloned().unwrap_or_default();
+    let mut rootfs_propagation = None;
     for m in &cfg.mounts {
-        let mut opts = vec!["rbind", "rprivate"];
+        let prop = match m.propagation {
+            Propagation::Private => "rprivate",
+            Propagation::HostToContainer => {
+                rootfs_propagation.get_or_insert("slave");
+                "rslave"
+            }
+            Propagation::Bidirectional => {
+                rootfs_propagation = Some("shared");
+                "rshared"
+            }
+        };
+        let mut opts = vec!["rbind", prop];
         opts.push(if m.readonly { "ro" } else { "rw" });
         mounts.push(json!({"destination": m.container_path, "type": "bind", "source": m.host_path, "options": opts}));
     }
@@ -109,6 +126,11 @@ pub fn build(
         .ok_or_else(|| bad("default spec has no linux section".into()))?;
     linux.insert("namespaces".into(), Value::Array(ns));
     linux.insert("cgroupsPath".into(), json!(cgroups_path));
+    // libcontainer takes the non-recursive names and applies them with
+    // MS_REC itself ("rshared" is refused).
+    if let Some(p) = rootfs_propagation {
+        linux.insert("rootfsPropagation".into(), json!(p));
+    }
     let r = &cfg.resources;
     let mut res = json!({"devices": [{"allow": cfg.privileged, "access": "rwm"}]});
     if let Some(m) = r.memory_limit {
@@ -153,35 +175,4 @@ pub fn build(
         linux.insert("sysctl".into(), json!(cfg.sysctls));
     }
     serde_json::from_value(v).map_err(|e| bad(e.to_string()))
-}
-
-fn all_caps() -> Vec<&'static str> {
-    let mut v = DEFAULT_CAPS.to_vec();
-    v.extend_from_slice(&[
-        "CAP_DAC_READ_SEARCH",
-        "CAP_LINUX_IMMUTABLE",
-        "CAP_NET_BROADCAST",
-        "CAP_NET_ADMIN",
-        "CAP_IPC_LOCK",
-        "CAP_IPC_OWNER",
-        "CAP_SYS_MODULE",
-        "CAP_SYS_RAWIO",
-        "CAP_SYS_PTRACE",
-        "CAP_SYS_PACCT",
-        "CAP_SYS_ADMIN",
-        "CAP_SYS_BOOT",
-        "CAP_SYS_NICE",
-        "CAP_SYS_RESOURCE",
-        "CAP_SYS_TIME",
-        "CAP_SYS_TTY_CONFIG",
-        "CAP_LEASE",
-        "CAP_AUDIT_CONTROL",
-        "CAP_MAC_OVERRIDE",
-        "CAP_MAC_ADMIN",
-        "CAP_SYSLOG",
-        "CAP_WAKE_ALARM",
-        "CAP_BLOCK_SUSPEND",
-        "CAP_AUDIT_READ",
-    ]);
-    v
 }

@@ -20,6 +20,8 @@
 #
 # Environment:
 #   CRITEST          critest binary (required)
+#   CRICTL           crictl, to remove pods critest leaves behind
+#                    (default: next to CRITEST; skipped when absent)
 #   PODCTL           podctl binary      (default: target/debug/podctl)
 #   TESTBED          podctl-testbed     (default: target/debug/podctl-testbed)
 #   WORK             work directory     (default: a new /tmp/podctl-critest.XXXXXX);
@@ -158,6 +160,13 @@ set +e
   "$@" 2>&1 | tee "$WORK/critest.log"
 critest_rc=${PIPESTATUS[0]}
 set -e
+
+# critest leaves the pods of some failed specs behind; remove them while
+# the daemon is up (their monitors would otherwise outlive it, by design).
+CRICTL=${CRICTL:-$(dirname "$CRITEST")/crictl}
+if [ -x "$CRICTL" ]; then
+  "$CRICTL" --runtime-endpoint "unix://$sock" --image-endpoint "unix://$sock" rmp -fa >/dev/null 2>&1 || true
+fi
 
 # 4. Counts (from ginkgo's summary line: "N Passed | N Failed | N Pending | N Skipped").
 summary=$(grep -E '[0-9]+ Passed \| [0-9]+ Failed' "$WORK/critest.log" | tail -n1 || true)
