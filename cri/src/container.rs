@@ -233,8 +233,26 @@ impl CriService {
             });
             info.insert("info".to_string(), v.to_string());
         }
+        let mut status = status_of(&rec, &st);
+        let cid = id.clone();
+        if let Ok(who) = self
+            .blocking(move |i| Ok(i.runtime.process_identity(&cid)?))
+            .await
+        {
+            status.user = Some(proto::ContainerUser {
+                linux: Some(proto::LinuxContainerUser {
+                    uid: who.uid.into(),
+                    gid: who.gid.into(),
+                    supplemental_groups: who
+                        .additional_gids
+                        .iter()
+                        .map(|g| i64::from(*g))
+                        .collect(),
+                }),
+            });
+        }
         Ok(proto::ContainerStatusResponse {
-            status: Some(status_of(&rec, &st)),
+            status: Some(status),
             info,
         })
     }
@@ -349,6 +367,7 @@ pub(crate) fn status_of(rec: &ContainerRecord, st: &ContainerStatus) -> proto::C
             readonly: m.readonly,
             selinux_relabel: m.selinux_relabel,
             propagation: m.propagation,
+            recursive_read_only: m.recursive_read_only,
             ..Default::default()
         })
         .collect();

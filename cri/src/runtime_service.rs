@@ -357,7 +357,19 @@ impl CriService {
                 ],
             }),
             info,
-            ..Default::default()
+            runtime_handlers: std::iter::once(String::new())
+                .chain(self.config().runtime_handlers.iter().cloned())
+                .map(|name| proto::RuntimeHandler {
+                    name,
+                    features: Some(proto::RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: true,
+                        user_namespaces: false,
+                    }),
+                })
+                .collect(),
+            features: Some(proto::RuntimeFeatures {
+                supplemental_groups_policy: true,
+            }),
         }
     }
 }

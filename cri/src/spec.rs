@@ -66,7 +66,16 @@ pub(crate) fn runtime_container(
                 "empty host path",
             ));
         }
+        if m.recursive_read_only
+            && (!m.readonly || m.propagation != proto::MountPropagation::PropagationPrivate as i32)
+        {
+            return Err(CriError::invalid(
+                format!("container {name} mount {}", m.container_path),
+                "recursive read-only needs readonly and private propagation",
+            ));
+        }
         mounts.push(Mount {
+            recursive_readonly: m.recursive_read_only,
             host_path: PathBuf::from(&m.host_path),
             container_path: m.container_path.clone(),
             readonly: m.readonly,
@@ -146,6 +155,8 @@ fn security_of(
         s.cap_drop = c.drop_capabilities.clone();
     }
     s.no_new_privs = Some(sc.no_new_privs);
+    s.supplemental_groups_strict =
+        sc.supplemental_groups_policy == proto::SupplementalGroupsPolicy::Strict as i32;
     s.masked_paths = sc.masked_paths.clone();
     s.readonly_paths = sc.readonly_paths.clone();
     for g in &sc.supplemental_groups {

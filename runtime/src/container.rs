@@ -36,6 +36,9 @@ pub struct Mount {
     pub readonly: bool,
     #[serde(default)]
     pub propagation: Propagation,
+    /// Read-only all the way down (submounts too; kernel 5.12+).
+    #[serde(default)]
+    pub recursive_readonly: bool,
 }
 
 /// Mount propagation of a bind mount (Kubernetes `mountPropagation`).

@@ -107,3 +107,4 @@ pub use error::{Result, RuntimeError};
 pub use exec::ExecResult;
 pub use sandbox::{DnsConfig, PodAttachments, Sandbox, SandboxConfig, SandboxState, SandboxStatus};
 pub use security::{Seccomp, Security};
+pub use user::Identity;

@@ -309,6 +309,7 @@ impl Runtime {
                 container_path: format!("/etc/{f}"),
                 readonly: false,
                 propagation: Default::default(),
+                recursive_readonly: false,
             })
             .collect();
         Ok(PodAttachments {

@@ -38,6 +38,9 @@ pub struct Security {
     /// Replace the default read-only paths when non-empty.
     pub readonly_paths: Vec<String>,
     pub supplemental_groups: Vec<u32>,
+    /// Kubernetes `supplementalGroupsPolicy: Strict`: the groups the image's
+    /// /etc/group gives the user are not added.
+    pub supplemental_groups_strict: bool,
     pub seccomp: Seccomp,
     pub oom_score_adj: Option<i32>,
     pub cpuset_cpus: String,

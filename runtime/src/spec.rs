@@ -66,7 +66,11 @@ pub fn build(
     } else {
         security::capabilities(DEFAULT_CAPS, &all, &sec.cap_add, &sec.cap_drop)
     };
-    let mut additional_gids = who.additional_gids.clone();
+    let mut additional_gids = if sec.supplemental_groups_strict {
+        vec![who.gid]
+    } else {
+        who.additional_gids.clone()
+    };
     for g in &sec.supplemental_groups {
         if !additional_gids.contains(g) {
             additional_gids.push(*g);
@@ -110,6 +114,9 @@ pub fn build(
         };
         let mut opts = vec!["rbind", prop];
         opts.push(if m.readonly { "ro" } else { "rw" });
+        if m.recursive_readonly {
+            opts.push("rro");
+        }
         mounts.push(json!({"destination": m.container_path, "type": "bind", "source": m.host_path, "options": opts}));
     }
     v["mounts"] = Value::Array(mounts);

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::container::Runtime;
 use crate::error::{Result, RuntimeError};
 
 /// Resolved identity.
@@ -79,6 +80,34 @@ pub fn resolve(id: &str, rootfs: &Path, spec: &str) -> Result<Identity> {
         gid,
         additional_gids,
     })
+}
+
+impl Runtime {
+    /// The identity the container's process runs as (uid, gid and every
+    /// group, the primary one first), from its OCI spec.
+    pub fn process_identity(&self, id: &str) -> Result<Identity> {
+        let path = self.dir(id).join("config.json");
+        let spec = oci_spec::runtime::Spec::load(&path).map_err(|e| RuntimeError::Spec {
+            id: id.into(),
+            reason: format!("{}: {e}", path.display()),
+        })?;
+        let user = spec
+            .process()
+            .as_ref()
+            .map(|p| p.user().clone())
+            .unwrap_or_default();
+        let mut additional_gids = vec![user.gid()];
+        for g in user.additional_gids().clone().unwrap_or_default() {
+            if !additional_gids.contains(&g) {
+                additional_gids.push(g);
+            }
+        }
+        Ok(Identity {
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids,
+        })
+    }
 }
 
 #[cfg(test)]
