@@ -1,0 +1,202 @@
+//! Shared set-up of the CRI socket tests: a `podctl serve` daemon over
+//! temporary directories with its own CNI bridge, a tonic client channel,
+//! request builders and waits.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use podctl_cri::proto;
+use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
+use podctl_tests::fixtures::Published;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A running daemon over temporary directories.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub child: Child,
+    pub socket: PathBuf,
+    pub bridge: String,
+    pub subnet: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+        // The test's parent cgroup, in every hierarchy.
+        for c in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(c.path().join("podctl-cri-test"));
+        }
+    }
+}
+
+pub fn start_daemon(pubd: &Published) -> Daemon {
+    let dir = ok(tempfile::tempdir());
+    let d = dir.path();
+    let n = std::process::id() % 200 + 20;
+    let bridge = format!("podcri{n}");
+    let subnet = format!("10.90.{n}");
+    ok(std::fs::create_dir_all(d.join("cni")));
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "podctl-cri-test",
+        "plugins": [{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+                     "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("{subnet}.0/24")}]],
+                              "dataDir": d.join("ipam")}},
+                    {"type": "portmap", "capabilities": {"portMappings": true}}],
+    });
+    ok(std::fs::write(
+        d.join("cni/10-test.conflist"),
+        conflist.to_string(),
+    ));
+    let socket = d.join("podctl.sock");
+    let config = format!(
+        r#"socket = "{sock}"
+root = "{root}"
+state = "{state}"
+cgroup_parent = "/podctl-cri-test"
+log_level = "info,podctl=debug"
+
+[cni]
+conf_dir = "{cni}"
+bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
+
+[registry.hosts."docker.io"]
+mirrors = ["http://{host}"]
+mirrors_only = true
+
+[registry.hosts."{host}"]
+insecure = true
+"#,
+        sock = socket.display(),
+        root = d.join("root").display(),
+        state = d.join("state").display(),
+        cni = d.join("cni").display(),
+        host = pubd.host,
+    );
+    ok(std::fs::write(d.join("podctl.toml"), config));
+    let log = ok(std::fs::File::create(d.join("daemon.log")));
+    let child = ok(Command::new(podctl_tests::workspace_bin("podctl"))
+        .arg("serve")
+        .arg("--config")
+        .arg(d.join("podctl.toml"))
+        .stderr(log)
+        .spawn());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not create {socket:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Daemon {
+        dir,
+        child,
+        socket,
+        bridge,
+        subnet,
+    }
+}
+
+pub async fn channel(socket: &Path) -> Channel {
+    let path = socket.to_path_buf();
+    ok(ok(Endpoint::try_from("http://[::]:50051"))
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await)
+}
+
+pub fn sandbox_config(name: &str, attempt: u32, log_dir: &Path) -> proto::PodSandboxConfig {
+    proto::PodSandboxConfig {
+        metadata: Some(proto::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.display().to_string(),
+        labels: [("app".to_string(), name.to_string())].into(),
+        annotations: [("note".to_string(), "cri-test".to_string())].into(),
+        dns_config: Some(proto::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn container_config(name: &str, image: &str, script: &str) -> proto::ContainerConfig {
+    proto::ContainerConfig {
+        metadata: Some(proto::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(proto::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        envs: vec![proto::KeyValue {
+            key: "GREETING".into(),
+            value: "hello".into(),
+        }],
+        labels: [("tier".to_string(), name.to_string())].into(),
+        log_path: format!("{name}/0.log"),
+        ..Default::default()
+    }
+}
+
+pub async fn wait_state(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    state: proto::ContainerState,
+) -> proto::ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = ok(rt
+            .container_status(proto::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await)
+        .into_inner()
+        .status
+        .unwrap_or_default();
+        if st.state == state as i32 || Instant::now() > deadline {
+            return st;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn read_log(path: &str, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = std::fs::read_to_string(path).unwrap_or_default();
+        if s.contains(want) || Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
