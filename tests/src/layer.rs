@@ -121,6 +121,8 @@ pub struct LayerBuilder {
     uid: u64,
     gid: u64,
     terminated: bool,
+    /// Mode of each regular file added, for hard links to it.
+    modes: std::collections::HashMap<String, u32>,
 }
 
 fn put_octal(field: &mut [u8], value: u64) {
@@ -287,7 +289,8 @@ impl LayerBuilder {
         self.raw_entry(e)
     }
 
-    pub fn file(self, path: &str, mode: u32, data: &[u8]) -> Self {
+    pub fn file(mut self, path: &str, mode: u32, data: &[u8]) -> Self {
+        self.modes.insert(path.to_string(), mode);
         let mut e = self.entry(tar::EntryType::Regular, path, mode);
         e.data = data.to_vec();
         self.raw_entry(e)
@@ -307,8 +310,11 @@ impl LayerBuilder {
     }
 
     /// A hard link `path` to `target` (a path in the archive, no leading `/`).
+    /// A hard link; its header carries the target's mode (Docker and
+    /// containerd apply a link entry's mode to the shared inode).
     pub fn hardlink(self, path: &str, target: &str) -> Self {
-        let mut e = self.entry(tar::EntryType::Link, path, 0o644);
+        let mode = self.modes.get(target).copied().unwrap_or(0o644);
+        let mut e = self.entry(tar::EntryType::Link, path, mode);
         e.link = target.as_bytes().to_vec();
         self.raw_entry(e)
     }
