@@ -1,1 +1,13 @@
-//! podctl node (work in progress; see docs/architecture.md).
+//! podctl's kubelet half. Given Kubernetes Pod specs (k8s-openapi types),
+//! the pod lifecycle engine drives the runtime through the CRI service
+//! traits until each pod is what its spec says, and reports a
+//! Kubernetes-accurate `PodStatus`. `podctl run` and the node agent share
+//! it; only where ConfigMaps, Secrets and tokens come from
+//! ([`sources::Sources`]) and where status goes differ.
+
+pub mod convert;
+pub mod error;
+pub mod quantity;
+pub mod sources;
+
+pub use error::{NodeError, Result};

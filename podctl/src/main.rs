@@ -3,10 +3,8 @@
 
 mod cli;
 mod images_cmd;
-mod kube;
 mod manifest;
 mod pods;
-mod quantity;
 mod serve;
 mod stream;
 

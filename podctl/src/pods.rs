@@ -17,7 +17,7 @@ use podctl_cri::{CniSection, CriConfig, CriService};
 use tonic::Request;
 
 use crate::images_cmd::Context;
-use crate::{kube, manifest};
+use crate::manifest;
 
 /// Where pods run.
 pub struct PodContext {
@@ -266,7 +266,7 @@ async fn run_pod(
     cri: &CriService,
     pod: &k8s_openapi::api::core::v1::Pod,
 ) -> anyhow::Result<(String, String, String)> {
-    let (name, ns, uid) = kube::identity(pod)?;
+    let (name, ns, uid) = podctl_node::convert::identity(pod)?;
     let spec = pod.spec.as_ref().context("pod has no spec")?;
     if find(cri, &format!("{ns}/{name}")).await.is_ok() {
         bail!("pod {ns}/{name} already exists (podctl rm {name} first)");
@@ -276,7 +276,7 @@ async fn run_pod(
         images.push(ensure_image(cri, c).await?);
     }
     let log_dir = ctx.log_root.join(format!("{ns}_{name}_{uid}"));
-    let sc = kube::sandbox_config(pod, &name, &ns, &uid, &log_dir)?;
+    let sc = podctl_node::convert::sandbox_config(pod, &name, &ns, &uid, &log_dir)?;
     let sandbox = cri
         .run_pod_sandbox(Request::new(proto::RunPodSandboxRequest {
             config: Some(sc.clone()),
@@ -289,7 +289,7 @@ async fn run_pod(
         .pod_sandbox_id;
     let result = async {
         for (c, image) in spec.containers.iter().zip(&images) {
-            let cfg = kube::container_config(c, image)?;
+            let cfg = podctl_node::convert::container_config(c, image)?;
             let id = cri
                 .create_container(Request::new(proto::CreateContainerRequest {
                     pod_sandbox_id: sandbox.clone(),

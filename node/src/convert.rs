@@ -4,19 +4,18 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Context as _};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use podctl_cri::proto;
 
+use crate::error::{NodeError, Result};
 use crate::quantity;
 
 /// The pod's name, namespace and UID (generated when the manifest has none).
-pub fn identity(pod: &Pod) -> anyhow::Result<(String, String, String)> {
-    let name = pod
-        .metadata
-        .name
-        .clone()
-        .context("pod has no metadata.name")?;
+pub fn identity(pod: &Pod) -> Result<(String, String, String)> {
+    let name = pod.metadata.name.clone().ok_or_else(|| NodeError::Config {
+        pod: "(unnamed)".into(),
+        reason: "no metadata.name".into(),
+    })?;
     let ns = pod
         .metadata
         .namespace
@@ -51,8 +50,11 @@ pub fn sandbox_config(
     ns: &str,
     uid: &str,
     log_dir: &std::path::Path,
-) -> anyhow::Result<proto::PodSandboxConfig> {
-    let spec = pod.spec.as_ref().context("pod has no spec")?;
+) -> Result<proto::PodSandboxConfig> {
+    let spec = pod.spec.as_ref().ok_or_else(|| NodeError::Config {
+        pod: format!("{ns}/{name}"),
+        reason: "no spec".into(),
+    })?;
     let node = proto::NamespaceMode::Node as i32;
     let pod_mode = proto::NamespaceMode::Pod as i32;
     let container_mode = proto::NamespaceMode::Container as i32;
@@ -163,15 +165,19 @@ pub fn sandbox_config(
 }
 
 /// CreateContainer's configuration for one container of the pod.
-pub fn container_config(c: &Container, image: &str) -> anyhow::Result<proto::ContainerConfig> {
+pub fn container_config(c: &Container, image: &str) -> Result<proto::ContainerConfig> {
+    let bad = |reason: String| NodeError::Container {
+        pod: String::new(),
+        container: c.name.clone(),
+        reason,
+    };
     let mut envs = Vec::new();
     for e in c.env.iter().flatten() {
         if e.value_from.is_some() {
-            bail!(
-                "container {}: env {}: valueFrom is not supported yet",
-                c.name,
+            return Err(bad(format!(
+                "env {}: valueFrom is not supported yet",
                 e.name
-            );
+            )));
         }
         envs.push(proto::KeyValue {
             key: e.name.clone(),
@@ -183,11 +189,11 @@ pub fn container_config(c: &Container, image: &str) -> anyhow::Result<proto::Con
     if let Some(limits) = c.resources.as_ref().and_then(|r| r.limits.as_ref()) {
         if let Some(m) = limits.get("memory") {
             res.memory_limit_in_bytes = quantity::parse(&m.0, 1.0)
-                .with_context(|| format!("container {}: bad memory limit {:?}", c.name, m.0))?;
+                .ok_or_else(|| bad(format!("bad memory limit {:?}", m.0)))?;
         }
         if let Some(cpu) = limits.get("cpu") {
             let milli = quantity::parse(&cpu.0, 1000.0)
-                .with_context(|| format!("container {}: bad cpu limit {:?}", c.name, cpu.0))?;
+                .ok_or_else(|| bad(format!("bad cpu limit {:?}", cpu.0)))?;
             res.cpu_quota = milli * 100;
             res.cpu_period = 100_000;
         }
@@ -199,7 +205,7 @@ pub fn container_config(c: &Container, image: &str) -> anyhow::Result<proto::Con
         .and_then(|r| r.get("cpu"))
     {
         let milli = quantity::parse(&cpu.0, 1000.0)
-            .with_context(|| format!("container {}: bad cpu request {:?}", c.name, cpu.0))?;
+            .ok_or_else(|| bad(format!("bad cpu request {:?}", cpu.0)))?;
         res.cpu_shares = (milli * 1024 / 1000).max(2);
     }
     Ok(proto::ContainerConfig {
