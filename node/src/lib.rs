@@ -5,9 +5,16 @@
 //! it; only where ConfigMaps, Secrets and tokens come from
 //! ([`sources::Sources`]) and where status goes differ.
 
+pub mod backoff;
 pub mod convert;
+pub mod cri;
 pub mod error;
+pub mod events;
+pub mod probe;
 pub mod quantity;
+pub mod resources;
 pub mod sources;
+pub mod status;
+pub mod worker;
 
 pub use error::{NodeError, Result};

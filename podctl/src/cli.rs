@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{images_cmd, pods, serve};
+use crate::{images_cmd, pods, serve, supervise};
 
 /// podctl: run Kubernetes pods with or without a cluster.
 #[derive(Parser, Debug)]
@@ -64,8 +64,8 @@ pub enum Command {
     Rmi(images_cmd::RmiArgs),
     /// Run the Pods of a manifest.
     Run(pods::RunArgs),
-    /// List pods.
-    Pods,
+    /// List pods (`-o yaml` prints Kubernetes Pods with their status).
+    Pods(pods::PodsArgs),
     /// List containers.
     Ps,
     /// Print a container's log.
@@ -76,6 +76,9 @@ pub enum Command {
     Stop(pods::PodArgs),
     /// Stop and remove pods.
     Rm(pods::PodArgs),
+    /// Keep one standalone pod (started by `podctl run`; internal).
+    #[command(hide = true)]
+    Supervise { dir: PathBuf },
     /// Serve the CRI (RuntimeService, ImageService) on a unix socket.
     #[command(alias = "daemon")]
     Serve(serve::ServeArgs),
@@ -92,6 +95,7 @@ impl Cli {
                 .load()
                 .map(|c| c.log_level)
                 .unwrap_or_else(|_| "info".into()),
+            Command::Supervise { .. } => "info".into(),
             _ => "warn".into(),
         }
     }
@@ -116,7 +120,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Images(a) => images_cmd::images(&ctx, a),
         Command::Rmi(a) => images_cmd::rmi(&ctx, a),
         Command::Run(a) => pods::run(&pctx, a).await,
-        Command::Pods => pods::pods(&pctx).await,
+        Command::Pods(a) => pods::pods(&pctx, a).await,
+        Command::Supervise { dir } => supervise::supervise(&pctx, dir).await,
         Command::Ps => pods::ps(&pctx).await,
         Command::Logs(a) => pods::logs(&pctx, a).await,
         Command::Exec(a) => {

@@ -7,6 +7,7 @@ mod manifest;
 mod pods;
 mod serve;
 mod stream;
+mod supervise;
 
 use clap::Parser;
 

@@ -4,11 +4,14 @@
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use podctl_node::sources::StaticSources;
 use serde::Deserialize;
 
-/// Pods of a YAML stream, in order.
-pub fn read_pods(path: &Path) -> anyhow::Result<Vec<Pod>> {
+/// Pods of a YAML stream, in order, and the ConfigMaps and Secrets beside
+/// them (what the pods' volumes and env may refer to).
+pub fn read(path: &Path) -> anyhow::Result<(Vec<Pod>, StaticSources)> {
+    let mut sources = StaticSources::default();
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut pods = Vec::new();
@@ -31,7 +34,22 @@ pub fn read_pods(path: &Path) -> anyhow::Result<Vec<Pod>> {
                 })?;
                 pods.push(pod);
             }
-            ("v1", "ConfigMap") | ("v1", "Secret") => {}
+            ("v1", "ConfigMap") => {
+                let cm: ConfigMap = serde_yaml::from_value(value).with_context(|| {
+                    format!(
+                        "{}: document {}: not a valid ConfigMap",
+                        path.display(),
+                        i + 1
+                    )
+                })?;
+                sources.add_config_map(cm);
+            }
+            ("v1", "Secret") => {
+                let s: Secret = serde_yaml::from_value(value).with_context(|| {
+                    format!("{}: document {}: not a valid Secret", path.display(), i + 1)
+                })?;
+                sources.add_secret(s);
+            }
             (_, "") => bail!("{}: document {}: no kind", path.display(), i + 1),
             (a, k) => bail!(
                 "{}: document {}: unsupported kind {a}/{k} (podctl runs v1 Pods)",
@@ -43,7 +61,7 @@ pub fn read_pods(path: &Path) -> anyhow::Result<Vec<Pod>> {
     if pods.is_empty() {
         bail!("{}: no Pod in the file", path.display());
     }
-    Ok(pods)
+    Ok((pods, sources))
 }
 
 /// k8s-openapi ignores unknown fields; the API server would refuse them.

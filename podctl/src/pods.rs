@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::Args;
 use podctl_cri::proto;
-use podctl_cri::proto::image_service_server::ImageService;
 use podctl_cri::proto::runtime_service_server::RuntimeService;
 use podctl_cri::{CniSection, CriConfig, CriService};
 use tonic::Request;
 
 use crate::images_cmd::Context;
-use crate::manifest;
+use crate::{manifest, supervise};
+use k8s_openapi::api::core::v1::Pod;
 
 /// Where pods run.
 pub struct PodContext {
@@ -41,7 +41,7 @@ const DEFAULT_CONFLIST: &str = r#"{
 
 impl PodContext {
     /// The in-process CRI service over this context's directories.
-    fn cri(&self) -> anyhow::Result<CriService> {
+    pub(crate) fn cri(&self) -> anyhow::Result<CriService> {
         std::fs::create_dir_all(&self.cni_conf_dir)
             .with_context(|| format!("creating {}", self.cni_conf_dir.display()))?;
         let has = std::fs::read_dir(&self.cni_conf_dir)?
@@ -85,13 +85,20 @@ impl PodRef {
     /// The named container, or the first one.
     fn container(&self, name: Option<&str>) -> anyhow::Result<&proto::Container> {
         let cname = |c: &proto::Container| c.metadata.as_ref().map(|m| m.name.clone());
-        let found = match name {
-            Some(n) => self
+        // Restarted containers share a name: the newest one counts.
+        let want = match name {
+            Some(n) => Some(n.to_string()),
+            None => self
                 .containers
                 .iter()
-                .find(|c| cname(c).as_deref() == Some(n)),
-            None => self.containers.first(),
+                .min_by_key(|c| c.created_at)
+                .and_then(cname),
         };
+        let found = self
+            .containers
+            .iter()
+            .filter(|c| want.is_some() && cname(c) == want)
+            .max_by_key(|c| (c.metadata.as_ref().map(|m| m.attempt), c.created_at));
         found.with_context(|| match name {
             Some(c) => format!("pod {} has no container {c}", self.name()),
             None => format!("pod {} has no containers", self.name()),
@@ -149,46 +156,154 @@ async fn find(cri: &CriService, pod: &str) -> anyhow::Result<PodRef> {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Pod manifest (YAML, several documents allowed).
+    /// Pod manifest (YAML, several documents allowed; ConfigMaps and
+    /// Secrets beside the Pods are what their volumes and env refer to).
     pub file: PathBuf,
-    /// Wait for all containers to exit; exit non-zero if one failed.
+    /// Wait for the pods to finish; exit non-zero if one failed.
     #[arg(long)]
     pub wait: bool,
 }
 
+fn phase(p: &Pod) -> String {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_else(|| "Pending".into())
+}
+
+/// A container waiting for a reason that needs the user (bad image,
+/// bad configuration), if any: (container, reason, message).
+fn stuck(p: &Pod) -> Option<(String, String, String)> {
+    let st = p.status.as_ref()?;
+    st.init_container_statuses
+        .iter()
+        .flatten()
+        .chain(st.container_statuses.iter().flatten())
+        .find_map(|c| {
+            let w = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = w.reason.clone()?;
+            matches!(
+                reason.as_str(),
+                "ErrImagePull"
+                    | "ImagePullBackOff"
+                    | "ErrImageNeverPull"
+                    | "CreateContainerConfigError"
+                    | "CreateContainerError"
+                    | "RunContainerError"
+            )
+            .then(|| {
+                (
+                    c.name.clone(),
+                    reason,
+                    w.message.clone().unwrap_or_default(),
+                )
+            })
+        })
+}
+
 pub async fn run(ctx: &PodContext, a: RunArgs) -> anyhow::Result<()> {
-    let pods = manifest::read_pods(&a.file)?;
+    let (pods, sources) = manifest::read(&a.file)?;
     let cri = ctx.cri()?;
-    let mut started = Vec::new();
-    for pod in &pods {
-        let (name, sandbox, ip) = run_pod(ctx, &cri, pod).await?;
-        let ip = if ip.is_empty() { "none".into() } else { ip };
-        println!("pod/{name} started (ip {ip})");
-        started.push((name, sandbox));
+    let mut dirs = Vec::new();
+    for mut pod in pods {
+        let (name, ns, uid) = podctl_node::convert::identity(&pod)?;
+        let dir = supervise::pod_dir(ctx, &ns, &name);
+        if supervise::supervisor_pid(&dir).is_some()
+            || find(&cri, &format!("{ns}/{name}")).await.is_ok()
+        {
+            bail!("pod {ns}/{name} already exists (podctl rm {name} first)");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        pod.metadata.uid = Some(uid);
+        pod.metadata.namespace = Some(ns.clone());
+        let same_ns = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            m.namespace.as_deref().unwrap_or("default") == ns
+        };
+        let file = supervise::PodFile {
+            pod,
+            config_maps: sources
+                .config_maps
+                .values()
+                .filter(|c| same_ns(&c.metadata))
+                .cloned()
+                .collect(),
+            secrets: sources
+                .secrets
+                .values()
+                .filter(|c| same_ns(&c.metadata))
+                .cloned()
+                .collect(),
+        };
+        supervise::write_atomic(&dir.join("pod.json"), &serde_json::to_vec(&file)?)?;
+        supervise::spawn(ctx, &dir)?;
+        dirs.push((format!("{ns}/{name}"), dir));
     }
-    if a.wait {
-        let mut failed = false;
-        for (pod, sandbox) in &started {
-            let containers = cri
-                .list_containers(Request::new(proto::ListContainersRequest {
-                    filter: Some(proto::ContainerFilter {
-                        pod_sandbox_id: sandbox.clone(),
-                        ..Default::default()
-                    }),
-                }))
-                .await?
-                .into_inner()
-                .containers;
-            for c in containers {
-                let st = wait_exit(&cri, &c.id).await?;
-                let name = st.metadata.map(|m| m.name).unwrap_or_default();
-                println!("{pod}/{name}: exited {}", st.exit_code);
-                failed |= st.exit_code != 0;
+    let mut failed = false;
+    for (name, dir) in &dirs {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(600);
+        let p = loop {
+            if let Some(p) = supervise::read_status(dir) {
+                let ph = phase(&p);
+                let settled = if a.wait {
+                    ph == "Succeeded" || ph == "Failed"
+                } else {
+                    ph != "Pending"
+                };
+                if settled {
+                    break p;
+                }
+                if let Some((c, reason, msg)) = stuck(&p) {
+                    // `run` failed: take the pod down again, leaving nothing.
+                    let _ = rm(
+                        ctx,
+                        PodArgs {
+                            pods: vec![name.clone()],
+                            timeout: Some(0),
+                            quiet: true,
+                        },
+                    )
+                    .await;
+                    bail!("pod {name}: container {c}: {reason}: {msg}");
+                }
             }
+            if started.elapsed() > Duration::from_secs(5)
+                && supervise::supervisor_pid(dir).is_none()
+            {
+                // Gone: a finished pod's last status is final.
+                if let Some(p) = supervise::read_status(dir).filter(|p| {
+                    let ph = phase(p);
+                    ph == "Succeeded" || ph == "Failed"
+                }) {
+                    break p;
+                }
+                let log = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
+                bail!("pod {name}: the supervisor exited: {}", log.trim());
+            }
+            if Instant::now() > deadline {
+                bail!("pod {name}: still Pending after 600s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let st = p.status.clone().unwrap_or_default();
+        let ip = st.pod_ip.clone().unwrap_or_else(|| "none".into());
+        println!(
+            "pod/{} {} (ip {ip})",
+            name.rsplit('/').next().unwrap_or(name),
+            phase(&p)
+        );
+        if a.wait {
+            for c in st.container_statuses.iter().flatten() {
+                if let Some(t) = c.state.as_ref().and_then(|s| s.terminated.as_ref()) {
+                    println!("{name}/{}: exited {}", c.name, t.exit_code);
+                }
+            }
+            failed |= phase(&p) == "Failed";
         }
-        if failed {
-            bail!("a container failed");
-        }
+    }
+    if failed {
+        bail!("a pod failed");
     }
     Ok(())
 }
@@ -204,136 +319,6 @@ async fn status(cri: &CriService, id: &str) -> anyhow::Result<proto::ContainerSt
     .with_context(|| format!("container {id}: no status"))
 }
 
-async fn wait_exit(cri: &CriService, id: &str) -> anyhow::Result<proto::ContainerStatus> {
-    loop {
-        let st = status(cri, id).await?;
-        if st.state == proto::ContainerState::ContainerExited as i32 {
-            return Ok(st);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Pull per the container's policy; returns the image ID to run.
-async fn ensure_image(
-    cri: &CriService,
-    c: &k8s_openapi::api::core::v1::Container,
-) -> anyhow::Result<String> {
-    let image = c
-        .image
-        .clone()
-        .with_context(|| format!("container {} has no image", c.name))?;
-    let reference = podctl_images::Reference::parse(&image)?;
-    let latest = reference.digest.is_none() && reference.tag.as_deref() == Some("latest");
-    let policy = c
-        .image_pull_policy
-        .clone()
-        .unwrap_or_else(|| if latest { "Always" } else { "IfNotPresent" }.into());
-    let spec = proto::ImageSpec {
-        image: image.clone(),
-        ..Default::default()
-    };
-    let present = cri
-        .image_status(Request::new(proto::ImageStatusRequest {
-            image: Some(spec.clone()),
-            verbose: false,
-        }))
-        .await?
-        .into_inner()
-        .image;
-    match (policy.as_str(), present) {
-        ("IfNotPresent" | "Never", Some(i)) => Ok(i.id),
-        ("Never", None) => bail!(
-            "container {}: image {image} is not present and imagePullPolicy is Never",
-            c.name
-        ),
-        ("Always" | "IfNotPresent", _) => Ok(cri
-            .pull_image(Request::new(proto::PullImageRequest {
-                image: Some(spec),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))
-            .with_context(|| format!("container {}: pulling {image}", c.name))?
-            .into_inner()
-            .image_ref),
-        (other, _) => bail!("container {}: unknown imagePullPolicy {other:?}", c.name),
-    }
-}
-
-async fn run_pod(
-    ctx: &PodContext,
-    cri: &CriService,
-    pod: &k8s_openapi::api::core::v1::Pod,
-) -> anyhow::Result<(String, String, String)> {
-    let (name, ns, uid) = podctl_node::convert::identity(pod)?;
-    let spec = pod.spec.as_ref().context("pod has no spec")?;
-    if find(cri, &format!("{ns}/{name}")).await.is_ok() {
-        bail!("pod {ns}/{name} already exists (podctl rm {name} first)");
-    }
-    let mut images = Vec::new();
-    for c in &spec.containers {
-        images.push(ensure_image(cri, c).await?);
-    }
-    let log_dir = ctx.log_root.join(format!("{ns}_{name}_{uid}"));
-    let sc = podctl_node::convert::sandbox_config(pod, &name, &ns, &uid, &log_dir)?;
-    let sandbox = cri
-        .run_pod_sandbox(Request::new(proto::RunPodSandboxRequest {
-            config: Some(sc.clone()),
-            runtime_handler: String::new(),
-        }))
-        .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))
-        .with_context(|| format!("pod {ns}/{name}"))?
-        .into_inner()
-        .pod_sandbox_id;
-    let result = async {
-        for (c, image) in spec.containers.iter().zip(&images) {
-            let cfg = podctl_node::convert::container_config(c, image)?;
-            let id = cri
-                .create_container(Request::new(proto::CreateContainerRequest {
-                    pod_sandbox_id: sandbox.clone(),
-                    config: Some(cfg),
-                    sandbox_config: Some(sc.clone()),
-                }))
-                .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))
-                .with_context(|| format!("creating container {}", c.name))?
-                .into_inner()
-                .container_id;
-            cri.start_container(Request::new(proto::StartContainerRequest {
-                container_id: id,
-            }))
-            .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))
-            .with_context(|| format!("starting container {}", c.name))?;
-        }
-        anyhow::Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        let _ = cri
-            .remove_pod_sandbox(Request::new(proto::RemovePodSandboxRequest {
-                pod_sandbox_id: sandbox.clone(),
-            }))
-            .await;
-        return Err(e.context(format!("pod {ns}/{name}")));
-    }
-    let st = cri
-        .pod_sandbox_status(Request::new(proto::PodSandboxStatusRequest {
-            pod_sandbox_id: sandbox.clone(),
-            verbose: false,
-        }))
-        .await?
-        .into_inner();
-    let ip = st
-        .status
-        .and_then(|s| s.network)
-        .map(|n| n.ip)
-        .unwrap_or_default();
-    Ok((name, sandbox, ip))
-}
-
 fn state_name(s: i32) -> &'static str {
     match proto::ContainerState::try_from(s) {
         Ok(proto::ContainerState::ContainerCreated) => "Created",
@@ -343,41 +328,101 @@ fn state_name(s: i32) -> &'static str {
     }
 }
 
-pub async fn pods(ctx: &PodContext) -> anyhow::Result<()> {
-    let cri = ctx.cri()?;
+#[derive(Args, Debug)]
+pub struct PodsArgs {
+    /// Output format: `table` (default), `yaml` or `json` (Kubernetes Pods
+    /// with their status).
+    #[arg(short = 'o', long, default_value = "table")]
+    pub output: String,
+}
+
+/// Pods run by `podctl run` (with their status), by name.
+fn supervised(ctx: &PodContext) -> Vec<Pod> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(supervise::pods_dir(ctx))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Some(p) = supervise::read_status(&e.path()) {
+            out.push(p);
+        }
+    }
+    out.sort_by_key(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
+    out
+}
+
+pub async fn pods(ctx: &PodContext, a: PodsArgs) -> anyhow::Result<()> {
+    let listed = supervised(ctx);
+    match a.output.as_str() {
+        "yaml" => {
+            for p in &listed {
+                print!("---\n{}", serde_yaml::to_string(p)?);
+            }
+            return Ok(());
+        }
+        "json" => {
+            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": listed});
+            println!("{}", serde_json::to_string_pretty(&list)?);
+            return Ok(());
+        }
+        "table" => {}
+        other => bail!("unknown output format {other:?} (table, yaml, json)"),
+    }
     println!(
-        "{:<16} {:<24} {:<10} {:<16} CONTAINERS",
-        "NAMESPACE", "NAME", "STATE", "IP"
+        "{:<16} {:<24} {:<10} {:<6} {:<9} {:<16} REASON",
+        "NAMESPACE", "NAME", "PHASE", "READY", "RESTARTS", "IP"
     );
-    for p in pods_of(&cri).await? {
-        let st = cri
-            .pod_sandbox_status(Request::new(proto::PodSandboxStatusRequest {
-                pod_sandbox_id: p.sandbox.id.clone(),
-                verbose: false,
-            }))
-            .await?
-            .into_inner()
-            .status
+    let mut shown = std::collections::HashSet::new();
+    for p in &listed {
+        let st = p.status.clone().unwrap_or_default();
+        let cs = st.container_statuses.clone().unwrap_or_default();
+        let ready = cs.iter().filter(|c| c.ready).count();
+        let restarts: i32 = cs.iter().map(|c| c.restart_count).sum();
+        let reason = st
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(cs.iter())
+            .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+            .filter(|r| r != "ContainerCreating" && r != "PodInitializing")
             .unwrap_or_default();
-        let state = if st.state == proto::PodSandboxState::SandboxReady as i32 {
-            "Ready"
-        } else {
-            "NotReady"
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        let name = p.metadata.name.clone().unwrap_or_default();
+        println!(
+            "{:<16} {:<24} {:<10} {:<6} {:<9} {:<16} {reason}",
+            ns,
+            name,
+            phase(p),
+            format!("{ready}/{}", cs.len()),
+            restarts,
+            st.pod_ip.unwrap_or_default()
+        );
+        shown.insert((ns, name));
+    }
+    // Pods created by other CRI clients (crictl, a kubelet) over the same state.
+    let cri = ctx.cri()?;
+    for p in pods_of(&cri).await? {
+        let Some(m) = p.sandbox.metadata.clone() else {
+            continue;
         };
+        if shown.contains(&(m.namespace.clone(), m.name.clone())) {
+            continue;
+        }
+        let ready = p.sandbox.state == proto::PodSandboxState::SandboxReady as i32;
         let running = p
             .containers
             .iter()
             .filter(|c| c.state == proto::ContainerState::ContainerRunning as i32)
             .count();
-        let ip = st.network.map(|n| n.ip).unwrap_or_default();
-        let ns = st.metadata.map(|m| m.namespace).unwrap_or_default();
         println!(
-            "{:<16} {:<24} {:<10} {:<16} {running}/{}",
-            ns,
-            p.name(),
-            state,
-            ip,
-            p.containers.len()
+            "{:<16} {:<24} {:<10} {:<6} {:<9} {:<16} (not run by podctl run)",
+            m.namespace,
+            m.name,
+            if ready { "Ready" } else { "NotReady" },
+            format!("{running}/{}", p.containers.len()),
+            "-",
+            ""
         );
     }
     Ok(())
@@ -468,9 +513,44 @@ pub struct PodArgs {
     /// Pod names (`name` or `namespace/name`).
     #[arg(required = true)]
     pub pods: Vec<String>,
-    /// Seconds between SIGTERM and SIGKILL.
-    #[arg(long, default_value_t = 10)]
-    pub timeout: i64,
+    /// Seconds between SIGTERM and SIGKILL (default: the pod's
+    /// terminationGracePeriodSeconds).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    #[arg(skip)]
+    pub quiet: bool,
+}
+
+fn split(pod: &str) -> (&str, &str) {
+    pod.split_once('/').unwrap_or(("default", pod))
+}
+
+/// Ask the pod's supervisor to stop the pod and wait for it; false if
+/// there is no supervisor.
+async fn stop_supervised(ctx: &PodContext, pod: &str, grace: Option<u64>) -> anyhow::Result<bool> {
+    let (ns, name) = split(pod);
+    let dir = supervise::pod_dir(ctx, ns, name);
+    let Some(pid) = supervise::supervisor_pid(&dir) else {
+        return Ok(false);
+    };
+    let req = supervise::StopFile { grace };
+    supervise::write_atomic(&dir.join("stop.json"), &serde_json::to_vec(&req)?)?;
+    // SAFETY: kill(2) with a PID we just verified is this pod's supervisor.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        bail!(
+            "signalling the supervisor of {ns}/{name} (pid {pid}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let limit = Duration::from_secs(grace.unwrap_or(30) + 60);
+    let t0 = Instant::now();
+    while supervise::supervisor_pid(&dir).is_some() {
+        if t0.elapsed() > limit {
+            bail!("pod {ns}/{name}: still stopping after {}s", limit.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(true)
 }
 
 async fn stop_containers(cri: &CriService, pod: &PodRef, timeout: i64) -> anyhow::Result<()> {
@@ -488,14 +568,16 @@ async fn stop_containers(cri: &CriService, pod: &PodRef, timeout: i64) -> anyhow
 pub async fn stop(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
     let cri = ctx.cri()?;
     for p in &a.pods {
-        let pod = find(&cri, p).await?;
-        stop_containers(&cri, &pod, a.timeout).await?;
-        cri.stop_pod_sandbox(Request::new(proto::StopPodSandboxRequest {
-            pod_sandbox_id: pod.sandbox.id.clone(),
-        }))
-        .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-        println!("pod/{} stopped", pod.name());
+        if !stop_supervised(ctx, p, a.timeout).await? {
+            let pod = find(&cri, p).await?;
+            stop_containers(&cri, &pod, a.timeout.unwrap_or(10) as i64).await?;
+            cri.stop_pod_sandbox(Request::new(proto::StopPodSandboxRequest {
+                pod_sandbox_id: pod.sandbox.id.clone(),
+            }))
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        }
+        println!("pod/{} stopped", split(p).1);
     }
     Ok(())
 }
@@ -503,14 +585,28 @@ pub async fn stop(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
 pub async fn rm(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
     let cri = ctx.cri()?;
     for p in &a.pods {
-        let pod = find(&cri, p).await?;
-        stop_containers(&cri, &pod, a.timeout).await?;
-        cri.remove_pod_sandbox(Request::new(proto::RemovePodSandboxRequest {
-            pod_sandbox_id: pod.sandbox.id.clone(),
-        }))
-        .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-        println!("pod/{} removed", pod.name());
+        let (ns, name) = split(p);
+        let dir = supervise::pod_dir(ctx, ns, name);
+        let supervised = stop_supervised(ctx, p, a.timeout).await? || dir.exists();
+        match find(&cri, p).await {
+            Ok(pod) => {
+                stop_containers(&cri, &pod, a.timeout.unwrap_or(10) as i64).await?;
+                cri.remove_pod_sandbox(Request::new(proto::RemovePodSandboxRequest {
+                    pod_sandbox_id: pod.sandbox.id.clone(),
+                }))
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            }
+            Err(e) if !supervised => return Err(e),
+            Err(_) => {}
+        }
+        if let Some(uid) = supervise::read_status(&dir).and_then(|p| p.metadata.uid) {
+            let _ = std::fs::remove_dir_all(ctx.images.root.join("pods").join(uid));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        if !a.quiet {
+            println!("pod/{name} removed");
+        }
     }
     Ok(())
 }

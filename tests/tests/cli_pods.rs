@@ -104,7 +104,7 @@ spec:
     let file_s = file.display().to_string();
     let (ok, out, err) = env.podctl(&["run", &file_s]);
     assert!(ok, "{err}");
-    assert!(out.starts_with("pod/web started (ip 10.89."), "{out}");
+    assert!(out.starts_with("pod/web Running (ip 10.89."), "{out}");
 
     let (ok, out, err) = env.podctl(&["run", &file_s]);
     assert!(
@@ -124,7 +124,7 @@ spec:
     let (_, pods, _) = env.podctl(&["pods"]);
     assert!(
         pods.lines()
-            .any(|l| l.contains("web") && l.contains("Ready") && l.ends_with("2/2")),
+            .any(|l| l.contains("web") && l.contains("Running") && l.contains(" 2/2 ")),
         "{pods}"
     );
 
@@ -219,7 +219,7 @@ fn bad_manifests_are_refused_clearly_and_leave_nothing() {
         (
             "missing.yaml",
             format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  containers:\n  - name: c\n    image: {}/no/such:v1\n", pubd.host),
-            "pulling",
+            "Failed to pull image",
         ),
     ];
     for (name, text, want) in cases {

@@ -1,0 +1,409 @@
+//! Starting things: the sandbox, a container (image by pull policy,
+//! configuration, termination-message file, postStart hook, probes).
+
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Container;
+use podctl_cri::proto;
+use tonic::Request;
+
+use super::{PodWorker, WorkerConfig};
+use crate::cri::Cri;
+use crate::error::{CriContext, IoContext, NodeError, Result};
+use crate::events::EventType;
+use crate::probe;
+use crate::status;
+
+/// Bytes of a termination message kept (the kubelet's limit).
+const MESSAGE_MAX: usize = 4096;
+
+fn message_file(cfg: &WorkerConfig, uid: &str, name: &str, attempt: u32) -> std::path::PathBuf {
+    cfg.pods_root
+        .join(uid)
+        .join("containers")
+        .join(name)
+        .join(format!("{attempt}-termination-log"))
+}
+
+/// The terminated container's message: its termination-message file, or
+/// with `FallbackToLogsOnError` and a failure, the tail of its log.
+pub(super) fn termination_message(
+    cfg: &WorkerConfig,
+    uid: &str,
+    c: &Container,
+    st: &proto::ContainerStatus,
+) -> String {
+    let attempt = st.metadata.as_ref().map(|m| m.attempt).unwrap_or(0);
+    let mut msg = std::fs::read(message_file(cfg, uid, &c.name, attempt)).unwrap_or_default();
+    msg.truncate(MESSAGE_MAX);
+    let msg = String::from_utf8_lossy(&msg).into_owned();
+    if msg.is_empty()
+        && st.exit_code != 0
+        && c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError")
+    {
+        let log = std::fs::read_to_string(&st.log_path).unwrap_or_default();
+        let lines: Vec<&str> = log
+            .lines()
+            // CRI log lines: `time stream tag message`.
+            .map(|l| l.splitn(4, ' ').nth(3).unwrap_or(""))
+            .collect();
+        let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+        let start = tail.len().saturating_sub(2048);
+        let mut start = start;
+        while !tail.is_char_boundary(start) {
+            start += 1;
+        }
+        return tail[start..].to_string();
+    }
+    msg
+}
+
+enum Image {
+    Ready(String),
+    Waiting(String, String),
+}
+
+impl<C: Cri> PodWorker<C> {
+    pub(super) async fn run_sandbox(&mut self) -> Result<()> {
+        let log_dir = self
+            .cfg
+            .log_root
+            .join(format!("{}_{}_{}", self.ns, self.name, self.uid));
+        std::fs::create_dir_all(&log_dir).ctx("create", &log_dir)?;
+        let config =
+            crate::convert::sandbox_config(&self.pod, &self.name, &self.ns, &self.uid, &log_dir)?;
+        let id = self
+            .cri
+            .run_pod_sandbox(Request::new(proto::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            }))
+            .await
+            .cri("RunPodSandbox")?
+            .pod_sandbox_id;
+        let st = self
+            .cri
+            .pod_sandbox_status(Request::new(proto::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: false,
+            }))
+            .await
+            .cri("PodSandboxStatus")?
+            .status
+            .unwrap_or_default();
+        let net = st.network.unwrap_or_default();
+        let mut ips: Vec<String> = std::iter::once(net.ip)
+            .chain(net.additional_ips.into_iter().map(|i| i.ip))
+            .filter(|ip| !ip.is_empty())
+            .collect();
+        if ips.is_empty() && !self.cfg.host_ip.is_empty() {
+            ips.push(self.cfg.host_ip.clone());
+        }
+        self.facts.ips = ips;
+        self.facts.host_ip = self.cfg.host_ip.clone();
+        self.facts.ready = true;
+        self.facts.created_ns = st.created_at;
+        self.start_time = Some(status::now());
+        self.sandbox = Some((id, config));
+        Ok(())
+    }
+
+    async fn ensure_image(&mut self, c: &Container) -> Result<Image> {
+        let image =
+            c.image
+                .clone()
+                .filter(|i| !i.is_empty())
+                .ok_or_else(|| NodeError::Container {
+                    pod: self.full_name(),
+                    container: c.name.clone(),
+                    reason: "no image".into(),
+                })?;
+        let latest = !image.contains('@')
+            && image
+                .rsplit('/')
+                .next()
+                .is_none_or(|last| !last.contains(':') || last.ends_with(":latest"));
+        let policy = c
+            .image_pull_policy
+            .clone()
+            .unwrap_or_else(|| if latest { "Always" } else { "IfNotPresent" }.into());
+        let spec = proto::ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        };
+        let present = self
+            .cri
+            .image_status(Request::new(proto::ImageStatusRequest {
+                image: Some(spec.clone()),
+                verbose: false,
+            }))
+            .await
+            .cri("ImageStatus")?
+            .image;
+        let key = format!("image:{}", c.name);
+        match (policy.as_str(), present) {
+            ("IfNotPresent" | "Never", Some(i)) => return Ok(Image::Ready(i.id)),
+            ("Never", None) => {
+                return Ok(Image::Waiting(
+                    "ErrImageNeverPull".into(),
+                    format!("image {image} is not present with pull policy of Never"),
+                ))
+            }
+            _ => {}
+        }
+        let now = Instant::now();
+        if !self.backoff.remaining(&key, now).is_zero() {
+            return Ok(Image::Waiting(
+                "ImagePullBackOff".into(),
+                format!("Back-off pulling image {image:?}"),
+            ));
+        }
+        self.event(
+            Some(&c.name),
+            EventType::Normal,
+            "Pulling",
+            format!("Pulling image {image:?}"),
+        );
+        let t0 = Instant::now();
+        match self
+            .cri
+            .pull_image(Request::new(proto::PullImageRequest {
+                image: Some(spec),
+                sandbox_config: self.sandbox.as_ref().map(|s| s.1.clone()),
+                ..Default::default()
+            }))
+            .await
+        {
+            Ok(r) => {
+                self.backoff.forget(&key);
+                self.event(
+                    Some(&c.name),
+                    EventType::Normal,
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image {image:?} in {:.3}s",
+                        t0.elapsed().as_secs_f64()
+                    ),
+                );
+                Ok(Image::Ready(r.into_inner().image_ref))
+            }
+            Err(s) => {
+                self.backoff
+                    .exited(&key, Instant::now(), std::time::Duration::ZERO);
+                let msg = format!("Failed to pull image {image:?}: {}", s.message());
+                self.event(Some(&c.name), EventType::Warning, "Failed", msg.clone());
+                Ok(Image::Waiting("ErrImagePull".into(), msg))
+            }
+        }
+    }
+
+    fn set_waiting(&mut self, name: &str, reason: &str, message: String) {
+        let t = self.tracks.entry(name.to_string()).or_default();
+        t.waiting = Some((reason.to_string(), message));
+    }
+
+    /// Start (or restart) container `c`.
+    pub(super) async fn start(&mut self, c: &Container) -> Result<()> {
+        let Some((sandbox, sandbox_config)) = self.sandbox.clone() else {
+            return Ok(());
+        };
+        let image = match self.ensure_image(c).await? {
+            Image::Ready(i) => i,
+            Image::Waiting(reason, msg) => {
+                self.set_waiting(&c.name, &reason, msg);
+                return Ok(());
+            }
+        };
+        let t = self.tracks.get(&c.name).cloned().unwrap_or_default();
+        let attempt = if t.current.is_some() {
+            t.restarts + 1
+        } else {
+            0
+        };
+        let attempt_u = u32::try_from(attempt).unwrap_or(0);
+        let config = match self.container_config(c, &image, attempt_u).await {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                let msg = e.to_string();
+                self.event(
+                    Some(&c.name),
+                    EventType::Warning,
+                    "Failed",
+                    format!("Error: {msg}"),
+                );
+                self.set_waiting(&c.name, "CreateContainerConfigError", msg);
+                return Ok(());
+            }
+        };
+        let created = self
+            .cri
+            .create_container(Request::new(proto::CreateContainerRequest {
+                pod_sandbox_id: sandbox.clone(),
+                config: Some(config),
+                sandbox_config: Some(sandbox_config),
+            }))
+            .await;
+        let id = match created {
+            Ok(r) => r.into_inner().container_id,
+            Err(s) => {
+                let msg = s.message().to_string();
+                self.event(
+                    Some(&c.name),
+                    EventType::Warning,
+                    "Failed",
+                    format!("Error: {msg}"),
+                );
+                self.set_waiting(&c.name, "CreateContainerError", msg);
+                return Ok(());
+            }
+        };
+        self.event(
+            Some(&c.name),
+            EventType::Normal,
+            "Created",
+            format!("Created container {}", c.name),
+        );
+        if let Err(s) = self
+            .cri
+            .start_container(Request::new(proto::StartContainerRequest {
+                container_id: id.clone(),
+            }))
+            .await
+        {
+            let msg = s.message().to_string();
+            self.event(
+                Some(&c.name),
+                EventType::Warning,
+                "Failed",
+                format!("Error: {msg}"),
+            );
+            self.set_waiting(&c.name, "RunContainerError", msg);
+            return Ok(());
+        }
+        self.event(
+            Some(&c.name),
+            EventType::Normal,
+            "Started",
+            format!("Started container {}", c.name),
+        );
+        // The new container replaces the current one; one dead container
+        // per name is kept (for `logs --previous`).
+        let old_previous = t.previous.as_ref().map(|p| p.id.clone());
+        let st = crate::cri::container_status(&self.cri, &id).await?;
+        let entry = self.tracks.entry(c.name.clone()).or_default();
+        if let Some(cur) = entry.current.take() {
+            entry.previous = Some(cur);
+            entry.restarts += 1;
+        }
+        entry.current = st;
+        entry.waiting = None;
+        entry.ready = false;
+        entry.started = false;
+        if let Some(old) = old_previous {
+            let _ = self
+                .cri
+                .remove_container(Request::new(proto::RemoveContainerRequest {
+                    container_id: old,
+                }))
+                .await;
+        }
+        self.start_probes(c, &id);
+        if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+            if let Err(msg) = self.run_hook(c, &id, h, None).await {
+                self.event(
+                    Some(&c.name),
+                    EventType::Warning,
+                    "FailedPostStartHook",
+                    format!("PostStartHook failed: {msg}"),
+                );
+                self.kill_container(c, None).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn start_probes(&mut self, c: &Container, id: &str) {
+        let ip = self
+            .facts
+            .ips
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let target = probe::Target {
+            container_id: id.to_string(),
+            ip,
+        };
+        let ports = c.ports.clone().unwrap_or_default();
+        let mut handles = Vec::new();
+        if c.startup_probe.is_none() {
+            probe::no_startup_probe(&self.results, id);
+        }
+        for (kind, p) in [
+            (probe::Kind::Startup, &c.startup_probe),
+            (probe::Kind::Readiness, &c.readiness_probe),
+            (probe::Kind::Liveness, &c.liveness_probe),
+        ] {
+            if let Some(p) = p {
+                handles.push(probe::spawn(
+                    self.cri.clone(),
+                    kind,
+                    p.clone(),
+                    target.clone(),
+                    ports.clone(),
+                    self.results.clone(),
+                ));
+            }
+        }
+        self.probes.insert(id.to_string(), handles);
+    }
+
+    /// CreateContainer's configuration: the conversion of the spec plus
+    /// attempt, log path, OOM score and the termination-message file.
+    async fn container_config(
+        &self,
+        c: &Container,
+        image: &str,
+        attempt: u32,
+    ) -> Result<proto::ContainerConfig> {
+        let mut cfg = crate::convert::container_config(c, image).map_err(|e| match e {
+            NodeError::Container {
+                container, reason, ..
+            } => NodeError::Container {
+                pod: self.full_name(),
+                container,
+                reason,
+            },
+            other => other,
+        })?;
+        if let Some(m) = cfg.metadata.as_mut() {
+            m.attempt = attempt;
+        }
+        cfg.log_path = format!("{}/{attempt}.log", c.name);
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let qos = crate::resources::qos_class(&spec);
+        if let Some(r) = cfg.linux.as_mut().and_then(|l| l.resources.as_mut()) {
+            r.oom_score_adj =
+                crate::resources::oom_score_adj(qos, c, crate::resources::memory_capacity());
+        }
+        let file = message_file(&self.cfg, &self.uid, &c.name, attempt);
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).ctx("create", dir)?;
+        }
+        std::fs::write(&file, b"").ctx("write", &file)?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666))
+                .ctx("chmod", &file)?;
+        }
+        cfg.mounts.push(proto::Mount {
+            container_path: c
+                .termination_message_path
+                .clone()
+                .unwrap_or_else(|| "/dev/termination-log".into()),
+            host_path: file.display().to_string(),
+            ..Default::default()
+        });
+        let _ = &self.sources;
+        Ok(cfg)
+    }
+}
