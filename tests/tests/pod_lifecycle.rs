@@ -1,0 +1,345 @@
+//! The pod lifecycle engine through `podctl run`, with real containers:
+//! CrashLoopBackOff with growing delays, probes flipping Ready and
+//! restarting, init containers in order, a sidecar kept running, preStop
+//! before SIGTERM, and the Kubernetes PodStatus of `podctl pods -o json`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use podctl_tests::fixtures::{publish, Published};
+use podctl_tests::registry::Registry;
+
+struct Env {
+    dir: tempfile::TempDir,
+    bridge: String,
+}
+
+impl Env {
+    fn new(tag: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let n = (std::process::id() + tag) % 200 + 20;
+        let bridge = format!("podlc{n}");
+        std::fs::create_dir_all(dir.path().join("cni")).unwrap_or_else(|e| panic!("{e}"));
+        let conflist = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "podctl-lifecycle",
+            "plugins": [{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+                         "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("10.87.{n}.0/24")}]],
+                                  "dataDir": dir.path().join("ipam")}}],
+        });
+        std::fs::write(
+            dir.path().join("cni/10-test.conflist"),
+            conflist.to_string(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        Env { dir, bridge }
+    }
+
+    fn podctl(&self, args: &[&str]) -> (bool, String, String) {
+        let d = self.dir.path();
+        let out = Command::new(podctl_tests::workspace_bin("podctl"))
+            .env("PODCTL_BACKOFF_INITIAL_MS", "1000")
+            .env("PODCTL_BACKOFF_MAX_MS", "4000")
+            .arg("--root")
+            .arg(d.join("var"))
+            .arg("--state-dir")
+            .arg(d.join("run"))
+            .arg("--cni-conf-dir")
+            .arg(d.join("cni"))
+            .arg("--log-root")
+            .arg(d.join("logs"))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("podctl: {e}"));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn run(&self, name: &str, manifest: &str) {
+        let f = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&f, manifest).unwrap_or_else(|e| panic!("{e}"));
+        let (ok, out, err) = self.podctl(&["run", &f.display().to_string()]);
+        assert!(ok, "{out}{err}");
+    }
+
+    fn pod(&self, name: &str) -> Pod {
+        let (ok, out, err) = self.podctl(&["pods", "-o", "json"]);
+        assert!(ok, "{err}");
+        let list: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let item = items
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no pod {name} in {out}"));
+        serde_json::from_value(item).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Poll the pod until `f` returns something (or panic after `secs`).
+    fn until<T>(&self, name: &str, secs: u64, mut f: impl FnMut(&Pod) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let p = self.pod(name);
+            if let Some(v) = f(&p) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out; last: {}",
+                serde_json::to_string_pretty(&p).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for e in std::fs::read_dir(self.dir.path().join("run/pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let name = n
+                .split_once('_')
+                .map(|(ns, name)| format!("{ns}/{name}"))
+                .unwrap_or(n);
+            let _ = self.podctl(&["rm", "--timeout", "0", &name]);
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for c in rd.flatten() {
+                let _ = std::fs::remove_dir(c.path().join("podctl"));
+            }
+        }
+    }
+}
+
+fn container<'a>(p: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
+    let st = p.status.as_ref()?;
+    st.container_statuses
+        .iter()
+        .flatten()
+        .chain(st.init_container_statuses.iter().flatten())
+        .find(|c| c.name == name)
+}
+
+fn condition(p: &Pod, kind: &str) -> Option<String> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| c.status.clone())
+}
+
+fn setup() -> (Registry, Published) {
+    let reg = Registry::start().unwrap_or_else(|e| panic!("{e}"));
+    let pubd = publish(&reg, None).unwrap_or_else(|e| panic!("{e}"));
+    (reg, pubd)
+}
+
+#[test]
+fn crash_loop_backs_off_with_growing_delays() {
+    let (_reg, pubd) = setup();
+    let env = Env::new(1);
+    env.run(
+        "crash",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: crash}}\nspec:\n  containers:\n  - name: c\n    image: {}\n    command: [sh, -c, 'echo boom; exit 3']\n",
+            pubd.busybox
+        ),
+    );
+    // Times at which restartCount went up, and whether CrashLoopBackOff showed.
+    let t0 = Instant::now();
+    let mut seen = vec![(0, t0)];
+    let mut backoff_seen = false;
+    env.until("crash", 40, |p| {
+        let c = container(p, "c")?;
+        if c.restart_count > seen.last().map(|s| s.0).unwrap_or(0) {
+            seen.push((c.restart_count, Instant::now()));
+        }
+        let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
+        if let Some(w) = waiting {
+            if w.reason.as_deref() == Some("CrashLoopBackOff") {
+                backoff_seen = true;
+                let last = c.last_state.as_ref()?.terminated.as_ref()?;
+                assert_eq!((last.exit_code, last.reason.as_deref()), (3, Some("Error")));
+            }
+        }
+        (c.restart_count >= 3).then_some(())
+    });
+    assert!(backoff_seen, "no CrashLoopBackOff while waiting");
+    let gaps: Vec<f64> = seen
+        .windows(2)
+        .map(|w| (w[1].1 - w[0].1).as_secs_f64())
+        .collect();
+    // 1 s, 2 s, 4 s (plus scheduling): each wait longer than the one before.
+    assert!(gaps.len() >= 3, "{gaps:?}");
+    assert!(
+        gaps[1] > gaps[0] * 1.4 && gaps[2] > gaps[1] * 1.4,
+        "delays did not grow: {gaps:?}"
+    );
+    let p = env.pod("crash");
+    assert_eq!(p.status.and_then(|s| s.phase).as_deref(), Some("Running"));
+}
+
+#[test]
+fn probes_flip_ready_and_restart_on_liveness_failure() {
+    let (_reg, pubd) = setup();
+    let env = Env::new(2);
+    env.run(
+        "probed",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: probed}}
+spec:
+  containers:
+  - name: web
+    image: {bb}
+    command: [sh, -c, 'mkdir -p /w; sleep 3; echo ok > /w/ready; exec httpd -f -p 8080 -h /w']
+    ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe:
+      httpGet: {{path: /ready, port: http}}
+      periodSeconds: 1
+  - name: alive
+    image: {bb}
+    command: [sh, -c, 'touch /tmp/alive; sleep 4; rm /tmp/alive; exec sleep 1000']
+    livenessProbe:
+      exec: {{command: [cat, /tmp/alive]}}
+      periodSeconds: 1
+      failureThreshold: 1
+"#,
+            bb = pubd.busybox
+        ),
+    );
+    // Not ready until the page exists, then ready.
+    let p = env.pod("probed");
+    assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
+    assert!(!container(&p, "web").is_some_and(|c| c.ready));
+    env.until("probed", 30, |p| {
+        container(p, "web").filter(|c| c.ready).map(|_| ())
+    });
+    // The liveness probe fails once the file is gone: killed and restarted.
+    let c = env.until("probed", 40, |p| {
+        container(p, "alive")
+            .filter(|c| c.restart_count >= 1)
+            .cloned()
+    });
+    let last = c.last_state.and_then(|s| s.terminated).unwrap_or_default();
+    assert!(last.exit_code == 137 || last.exit_code == 143, "{last:?}");
+    let events =
+        std::fs::read_to_string(env.dir.path().join("run/pods/default_probed/events.jsonl"))
+            .unwrap_or_default();
+    assert!(
+        events.contains("\"Unhealthy\"") && events.contains("Liveness probe failed"),
+        "{events}"
+    );
+}
+
+#[test]
+fn init_in_order_sidecar_kept_and_prestop_before_sigterm() {
+    let (_reg, pubd) = setup();
+    let env = Env::new(3);
+    env.run(
+        "ordered",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: ordered}}
+spec:
+  terminationGracePeriodSeconds: 10
+  initContainers:
+  - name: first
+    image: {bb}
+    command: [sh, -c, 'sleep 1; echo first']
+  - name: second
+    image: {bb}
+    command: [sh, -c, 'echo second']
+  - name: helper
+    image: {bb}
+    restartPolicy: Always
+    command: [sh, -c, 'exec sleep 1000']
+  containers:
+  - name: app
+    image: {bb}
+    command: [sh, -c, 'trap "echo got-TERM; exit 0" TERM; echo started; while :; do sleep 0.2; done']
+    lifecycle:
+      preStop:
+        exec: {{command: [sh, -c, 'echo in-prestop > /proc/1/fd/1']}}
+"#,
+            bb = pubd.busybox
+        ),
+    );
+    let p = env.until("ordered", 40, |p| {
+        container(p, "app")?.state.as_ref()?.running.as_ref()?;
+        Some(p.clone())
+    });
+    let term = |n: &str| {
+        container(&p, n)
+            .and_then(|c| c.state.clone())
+            .and_then(|s| s.terminated)
+            .unwrap_or_else(|| panic!("{n} not terminated"))
+    };
+    let (first, second) = (term("first"), term("second"));
+    assert_eq!((first.exit_code, second.exit_code), (0, 0));
+    assert!(
+        second.started_at.as_ref().map(|t| t.0) >= first.finished_at.as_ref().map(|t| t.0),
+        "second started before first finished: {first:?} {second:?}"
+    );
+    let started = |n: &str| {
+        container(&p, n)
+            .and_then(|c| c.state.clone())
+            .and_then(|s| s.running)
+            .and_then(|r| r.started_at)
+            .map(|t| t.0)
+    };
+    assert!(
+        started("helper").is_some() && started("helper") <= started("app"),
+        "sidecar after app"
+    );
+    assert_eq!(condition(&p, "Initialized").as_deref(), Some("True"));
+    assert_eq!(
+        p.status.as_ref().and_then(|s| s.phase.clone()).as_deref(),
+        Some("Running")
+    );
+    // Still there a while after the app started.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(container(&env.pod("ordered"), "helper")
+        .and_then(|c| c.state.clone())
+        .and_then(|s| s.running)
+        .is_some());
+
+    let (ok, _, err) = env.podctl(&["stop", "ordered"]);
+    assert!(ok, "{err}");
+    let (_, logs, _) = env.podctl(&["logs", "ordered", "-c", "app"]);
+    let pre = logs.find("in-prestop");
+    let term_at = logs.find("got-TERM");
+    assert!(
+        pre.is_some() && term_at.is_some() && pre < term_at,
+        "{logs}"
+    );
+    let p = env.pod("ordered");
+    assert_eq!(
+        p.status.as_ref().and_then(|s| s.phase.clone()).as_deref(),
+        Some("Succeeded")
+    );
+    let app = term_app(&p);
+    assert_eq!(app, 0);
+}
+
+fn term_app(p: &Pod) -> i32 {
+    container(p, "app")
+        .and_then(|c| c.state.clone())
+        .and_then(|s| s.terminated)
+        .map(|t| t.exit_code)
+        .unwrap_or(-1)
+}
