@@ -415,7 +415,21 @@ impl Runtime {
         let dir = self.dir(id);
         let exit = ExitRecord::read(&dir).ctx("read", dir.join(podctl_shim::EXIT_FILE))?;
         let pid = read_pid(&dir.join(podctl_shim::PID_FILE)).ok();
-        let alive = pid.is_some_and(process_alive);
+        let mut alive = pid.is_some_and(process_alive);
+        if exit.is_none() && !alive && pid.is_some() {
+            // The process is gone but its monitor is still draining output
+            // before it writes the exit record (up to 2 s): not exited yet.
+            alive = read_pid(&dir.join(podctl_shim::MONITOR_PID_FILE))
+                .ok()
+                .is_some_and(process_alive)
+                && ExitRecord::read(&dir).ok().flatten().is_none();
+        }
+        let exit = match exit {
+            None if !alive => {
+                ExitRecord::read(&dir).ctx("read", dir.join(podctl_shim::EXIT_FILE))?
+            }
+            e => e,
+        };
         let (state, reason) = match (&exit, alive, m.started_at_ns) {
             (Some(e), _, _) if e.oom_killed => (ContainerState::Exited, "OOMKilled"),
             (Some(e), _, _) if e.exit_code == 0 => (ContainerState::Exited, "Completed"),

@@ -98,6 +98,8 @@ pub struct PodWorker<C: Cri> {
     start_time: Option<Time>,
     terminal: Option<&'static str>,
     message: Option<String>,
+    /// Earliest back-off expiry of this pass: wake then, not a resync later.
+    wake: Option<Duration>,
 }
 
 impl<C: Cri> PodWorker<C> {
@@ -136,6 +138,7 @@ impl<C: Cri> PodWorker<C> {
                 start_time: None,
                 terminal: None,
                 message: None,
+                wake: None,
             },
             status_rx,
         ))
@@ -178,6 +181,7 @@ impl<C: Cri> PodWorker<C> {
                 self.publish();
                 return self.status_tx.borrow().clone();
             }
+            self.wake = None;
             if let Err(e) = self.reconcile().await {
                 tracing::warn!(pod = %self.full_name(), error = %e, "reconcile");
                 self.message = Some(e.to_string());
@@ -187,8 +191,11 @@ impl<C: Cri> PodWorker<C> {
                 return self.status_tx.borrow().clone();
             }
             let changed = self.results.changed.clone();
+            let nap = self
+                .wake
+                .map_or(self.cfg.resync, |w| w.min(self.cfg.resync));
             tokio::select! {
-                _ = tokio::time::sleep(self.cfg.resync) => {}
+                _ = tokio::time::sleep(nap) => {}
                 _ = changed.notified() => {}
                 r = stop.changed() => {
                     if r.is_err() {
@@ -362,6 +369,7 @@ impl<C: Cri> PodWorker<C> {
         if left.is_zero() {
             self.start(c).await
         } else {
+            self.wake = Some(self.wake.map_or(left, |w| w.min(left)));
             let delay = self.backoff.delay(&c.name).as_secs();
             if let Some(t) = self.tracks.get_mut(&c.name) {
                 t.waiting = Some((
