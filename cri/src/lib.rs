@@ -22,6 +22,7 @@ mod service;
 mod spec;
 pub mod stats;
 pub mod stream;
+mod stream_backend;
 mod usage;
 
 /// The CRI v1 protocol (`runtime.v1`), generated at build time from the
@@ -32,3 +33,4 @@ pub use config::{CniSection, CriConfig};
 pub use error::{CriError, Result};
 pub use runtime_service::{RUNTIME_API_VERSION, RUNTIME_NAME};
 pub use service::{CriService, StreamUrls};
+pub use stream_backend::RuntimeBackend;

@@ -130,6 +130,8 @@ pub(crate) fn runtime_container(
         }),
         labels: c.labels.clone().into_iter().collect(),
         security,
+        stdin: c.stdin,
+        stdin_once: c.stdin_once,
     })
 }
 

@@ -97,6 +97,12 @@ pub struct ContainerConfig {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub security: crate::security::Security,
+    /// Keep a pipe to the container's stdin for attach (CRI `stdin`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close that stdin when the first attached client closes its own.
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 /// Lifecycle state as CRI names it.
@@ -296,6 +302,12 @@ impl Runtime {
         if self.cfg.cgroup_driver == CgroupDriver::Systemd {
             args.push("--systemd");
         }
+        if cfg.stdin {
+            args.push("--stdin");
+            if cfg.stdin_once {
+                args.push("--stdin-once");
+            }
+        }
         shim::run(&self.shim, id, "create", &args)?;
         Ok(())
     }
@@ -473,6 +485,13 @@ impl Runtime {
     /// The cgroup path given to the container (`linux.cgroupsPath`).
     pub fn cgroups_path(&self, id: &str) -> Result<String> {
         Ok(self.meta(id)?.cgroups_path)
+    }
+
+    /// The container's directory, where its monitor's attach socket
+    /// (`attach.sock`) is.
+    pub fn container_dir(&self, id: &str) -> Result<PathBuf> {
+        self.meta(id)?;
+        Ok(self.dir(id))
     }
 
     /// Ask the container's monitor to reopen its log file (after rotation).

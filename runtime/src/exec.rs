@@ -14,6 +14,37 @@ use podctl_shim::{ExecProcess, ExecStatus};
 use crate::container::{ContainerState, Runtime};
 use crate::error::{IoContext, Result, RuntimeError};
 
+/// An exec with live stdio, ready to spawn ([`Runtime::exec_streaming`]).
+#[derive(Debug)]
+pub struct PreparedExec {
+    pub id: String,
+    /// `podctl-shim exec ...`; set its stdio, spawn it, wait for it.
+    pub command: Command,
+    process: std::path::PathBuf,
+    status: std::path::PathBuf,
+    /// With a tty: write `WIDTH HEIGHT\n` lines here to resize.
+    pub resize: Option<std::path::PathBuf>,
+}
+
+impl PreparedExec {
+    /// The exit code, once the shim has exited; removes the exec's files.
+    pub fn finish(self) -> Result<i32> {
+        let st: Option<ExecStatus> = std::fs::read(&self.status)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let _ = std::fs::remove_file(&self.process);
+        let _ = std::fs::remove_file(&self.status);
+        if let Some(r) = &self.resize {
+            let _ = std::fs::remove_file(r);
+        }
+        st.map(|s| s.exit_code).ok_or_else(|| RuntimeError::Shim {
+            id: self.id.clone(),
+            cmd: "exec".into(),
+            reason: "the exec shim wrote no exit status".into(),
+        })
+    }
+}
+
 /// Outcome of [`Runtime::exec_sync`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecResult {
@@ -46,8 +77,17 @@ impl Runtime {
         let dir = self.dir(id);
         let proc_path = dir.join(format!("exec-{tag}.json"));
         let status_path = dir.join(format!("exec-{tag}.status"));
-        // Run as the container's process does: same user, groups and cwd.
-        let spec_path = dir.join("config.json");
+        self.write_process(id, cmd, &proc_path)?;
+        let res = self.run_exec(id, &proc_path, &status_path, timeout);
+        let _ = std::fs::remove_file(&proc_path);
+        let _ = std::fs::remove_file(&status_path);
+        res
+    }
+
+    /// The exec'd process as the container's own runs: same user, groups,
+    /// cwd, seccomp profile and rlimits; written to `path` for the shim.
+    fn write_process(&self, id: &str, cmd: &[String], path: &Path) -> Result<()> {
+        let spec_path = self.dir(id).join("config.json");
         let spec = oci_spec::runtime::Spec::load(&spec_path).map_err(|e| RuntimeError::Spec {
             id: id.into(),
             reason: format!("{}: {e}", spec_path.display()),
@@ -68,11 +108,71 @@ impl Runtime {
             id: id.into(),
             reason: e.to_string(),
         })?;
-        std::fs::write(&proc_path, data).ctx("write", &proc_path)?;
-        let res = self.run_exec(id, &proc_path, &status_path, timeout);
-        let _ = std::fs::remove_file(&proc_path);
-        let _ = std::fs::remove_file(&status_path);
-        res
+        std::fs::write(path, data).ctx("write", path)
+    }
+
+    /// Prepare an exec with live stdio (CRI Exec): the returned command
+    /// runs the shim, whose stdin/stdout/stderr are the process's (with
+    /// `tty`, a terminal's: output on stdout only, resizes through the
+    /// FIFO). The caller spawns it, then reads the exit code.
+    pub fn exec_streaming(
+        &self,
+        id: &str,
+        cmd: &[String],
+        stdin: bool,
+        tty: bool,
+    ) -> Result<PreparedExec> {
+        let st = self.container_status(id)?;
+        if st.state != ContainerState::Running {
+            return Err(RuntimeError::Container {
+                id: id.into(),
+                reason: format!("cannot exec in a {:?} container", st.state),
+            });
+        }
+        if cmd.is_empty() {
+            return Err(RuntimeError::Container {
+                id: id.into(),
+                reason: "exec: empty command".into(),
+            });
+        }
+        let tag = &crate::container::new_id()?[..16];
+        let dir = self.dir(id);
+        let process = dir.join(format!("exec-{tag}.json"));
+        let status = dir.join(format!("exec-{tag}.status"));
+        self.write_process(id, cmd, &process)?;
+        let mut command = Command::new(&self.shim);
+        command
+            .arg("exec")
+            .arg("--id")
+            .arg(id)
+            .arg("--root")
+            .arg(self.libcontainer_root())
+            .arg("--process")
+            .arg(&process)
+            .arg("--status")
+            .arg(&status);
+        if stdin {
+            command.arg("--stdin");
+        }
+        let mut resize = None;
+        if tty {
+            let fifo = dir.join(format!("exec-{tag}.resize"));
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(
+                |e| RuntimeError::Container {
+                    id: id.into(),
+                    reason: format!("mkfifo {}: {e}", fifo.display()),
+                },
+            )?;
+            command.arg("--tty").arg("--resize").arg(&fifo);
+            resize = Some(fifo);
+        }
+        Ok(PreparedExec {
+            id: id.into(),
+            command,
+            process,
+            status,
+            resize,
+        })
     }
 
     fn run_exec(

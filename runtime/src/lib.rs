@@ -104,7 +104,7 @@ pub use container::{
     Runtime,
 };
 pub use error::{Result, RuntimeError};
-pub use exec::ExecResult;
+pub use exec::{ExecResult, PreparedExec};
 pub use sandbox::{DnsConfig, PodAttachments, Sandbox, SandboxConfig, SandboxState, SandboxStatus};
 pub use security::{Seccomp, Security};
 pub use user::Identity;

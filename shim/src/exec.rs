@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,13 @@ pub struct ExecArgs {
     pub status: PathBuf,
     /// Zero: no timeout.
     pub timeout: Duration,
+    /// Give the process our stdin (else /dev/null).
+    pub stdin: bool,
+    /// Run the process on a new pseudo-terminal; its output comes on our
+    /// stdout, our stdin goes to it.
+    pub tty: bool,
+    /// A FIFO of `WIDTH HEIGHT` lines resizing the terminal.
+    pub resize: Option<PathBuf>,
 }
 
 pub fn run(a: ExecArgs) -> Result<(), String> {
@@ -42,21 +49,50 @@ pub fn run(a: ExecArgs) -> Result<(), String> {
     // The exec'd process is forked as our child; orphans it leaves come to us.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if a.tty {
+        return run_tty(&a, &p);
+    }
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let stdin_fd = if a.stdin {
+        std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("stdin: {e}"))?
+    } else {
+        OwnedFd::from(File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?)
+    };
+    let pid = spawn(&a, &p, stdin_fd, out_w, err_w)?;
+    let deadline = (!a.timeout.is_zero()).then(|| Instant::now() + a.timeout);
+    let (code, timed_out) = pump(pid, [out_r, err_r], deadline);
+    let st = ExecStatus {
+        exit_code: code,
+        timed_out,
+    };
+    let data = serde_json::to_vec(&st).map_err(|e| e.to_string())?;
+    write_atomic(&a.status, &data).map_err(|e| format!("{}: {e}", a.status.display()))
+}
+
+/// Start `p` in the container with the given stdio; its PID.
+fn spawn(
+    a: &ExecArgs,
+    p: &ExecProcess,
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) -> Result<Pid, String> {
     let env: HashMap<String, String> = p
         .env
         .iter()
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let pid = ContainerBuilder::new(a.id.clone(), SyscallType::default())
+    ContainerBuilder::new(a.id.clone(), SyscallType::default())
         .with_root_path(&a.root)
         .map_err(|e| format!("state root {}: {e}", a.root.display()))?
-        .with_stdin(OwnedFd::from(devnull))
-        .with_stdout(out_w)
-        .with_stderr(err_w)
+        .with_stdin(stdin)
+        .with_stdout(stdout)
+        .with_stderr(stderr)
         .with_executor(ConfinedExecutor {
             profile: p.seccomp.clone(),
             rlimits: p.rlimits.clone(),
@@ -70,15 +106,147 @@ pub fn run(a: ExecArgs) -> Result<(), String> {
         .with_additional_gids(p.additional_gids.clone())
         .with_detach(true)
         .build()
-        .map_err(|e| format!("exec in {}: {e}", a.id))?;
+        .map_err(|e| format!("exec in {}: {e}", a.id))
+}
+
+/// The process on a new pty: master ↔ our stdin/stdout, resizes from the
+/// FIFO, until it exits.
+fn run_tty(a: &ExecArgs, p: &ExecProcess) -> Result<(), String> {
+    let pty = nix::pty::openpty(None, None).map_err(|e| format!("openpty: {e}"))?;
+    let master = File::from(pty.master);
+    let dup = |f: &OwnedFd| f.try_clone().map_err(|e| format!("dup: {e}"));
+    let slave = pty.slave;
+    let pid = spawn(a, p, dup(&slave)?, dup(&slave)?, dup(&slave)?)?;
+    drop(slave);
+    let resize = a.resize.as_ref().and_then(|f| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(f)
+            .ok()
+    });
     let deadline = (!a.timeout.is_zero()).then(|| Instant::now() + a.timeout);
-    let (code, timed_out) = pump(pid, [out_r, err_r], deadline);
+    let (code, timed_out) = pump_tty(pid, master, resize, a.stdin, deadline);
     let st = ExecStatus {
         exit_code: code,
         timed_out,
     };
     let data = serde_json::to_vec(&st).map_err(|e| e.to_string())?;
     write_atomic(&a.status, &data).map_err(|e| format!("{}: {e}", a.status.display()))
+}
+
+fn set_size(master: &File, line: &str) {
+    let mut it = line
+        .split_whitespace()
+        .filter_map(|v| v.parse::<u16>().ok());
+    if let (Some(w), Some(h)) = (it.next(), it.next()) {
+        let ws = libc::winsize {
+            ws_row: h,
+            ws_col: w,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize from the pointer; the master
+        // descriptor is open for the duration of the call.
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
+}
+
+fn pump_tty(
+    pid: Pid,
+    mut master: File,
+    mut resize: Option<File>,
+    stdin: bool,
+    deadline: Option<Instant>,
+) -> (i32, bool) {
+    let mut exit: Option<i32> = None;
+    let mut timed_out = false;
+    let mut input = stdin.then(std::io::stdin);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pending = String::new();
+    let mut out = std::io::stdout();
+    let mut master_open = true;
+    loop {
+        if exit.is_none() {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, c)) => exit = Some(c),
+                Ok(WaitStatus::Signaled(_, s, _)) => exit = Some(128 + s as i32),
+                Ok(_) => {}
+                Err(_) => exit = Some(255),
+            }
+        }
+        while let Ok(st) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            if st == WaitStatus::StillAlive {
+                break;
+            }
+        }
+        if exit.is_some() && !master_open {
+            break;
+        }
+        if exit.is_none() && deadline.is_some_and(|d| Instant::now() > d) && !timed_out {
+            timed_out = true;
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        let in_fd = input.as_ref().map(|i| i.as_fd());
+        if let Some(fd) = in_fd {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        let rz = resize.as_ref().map(|r| r.as_fd());
+        if let Some(fd) = rz {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        if poll(&mut fds, PollTimeout::from(50u16)).unwrap_or(0) <= 0 {
+            if exit.is_some() {
+                // Output is drained once the master has nothing more.
+                master_open = false;
+            }
+            continue;
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if ready[0] {
+            match master.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    let _ = out.write_all(&buf[..n]);
+                    let _ = out.flush();
+                }
+                // EIO once the last slave holder is gone.
+                _ => master_open = false,
+            }
+        }
+        let mut k = 1;
+        if input.is_some() {
+            if ready[k] {
+                let n = input.as_mut().map(|i| i.read(&mut buf));
+                match n {
+                    Some(Ok(n)) if n > 0 => {
+                        let _ = master.write_all(&buf[..n]);
+                    }
+                    _ => {
+                        // Client closed stdin: send EOF (^D) to the terminal.
+                        let _ = master.write_all(&[4]);
+                        input = None;
+                    }
+                }
+            }
+            k += 1;
+        }
+        if resize.is_some() && ready.get(k).copied().unwrap_or(false) {
+            let n = resize.as_mut().map(|r| r.read(&mut buf));
+            if let Some(Ok(n)) = n {
+                pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+                while let Some(i) = pending.find('\n') {
+                    let line: String = pending.drain(..=i).collect();
+                    set_size(&master, &line);
+                }
+            }
+        }
+    }
+    (exit.unwrap_or(255), timed_out)
 }
 
 /// The default executor, with the container's rlimits set and seccomp

@@ -19,6 +19,7 @@
 //! This library half holds what the runtime needs to read the shim's state
 //! without linking libcontainer calls: file names and the exit record.
 
+pub mod attach;
 pub mod logfmt;
 pub mod state;
 pub mod watch;

@@ -1,9 +1,9 @@
 //! `podctl-shim`: see the library documentation.
 //!
 //! ```text
-//! podctl-shim create --id ID --bundle DIR --root DIR --dir DIR --log FILE [--oom-file F] [--systemd]
+//! podctl-shim create --id ID --bundle DIR --root DIR --dir DIR --log FILE [--oom-file F] [--systemd] [--stdin [--stdin-once]]
 //! podctl-shim watch  --dir DIR --log FILE --pid N --stdout-fd N --stderr-fd N [--oom-file F]   (internal)
-//! podctl-shim exec   --id ID --root DIR --process FILE --status FILE [--timeout-ms N]
+//! podctl-shim exec   --id ID --root DIR --process FILE --status FILE [--timeout-ms N] [--stdin] [--tty [--resize FIFO]]
 //! podctl-shim start  --id ID --root DIR
 //! podctl-shim kill   --id ID --root DIR --signal N [--all]
 //! podctl-shim delete --id ID --root DIR [--force]
@@ -88,6 +88,8 @@ fn run(raw: &[String]) -> Result<(), String> {
             log: a.path("log")?,
             systemd: a.flag("systemd"),
             oom_file: a.values.get("oom-file").map(PathBuf::from),
+            stdin: a.flag("stdin"),
+            stdin_once: a.flag("stdin-once"),
         }),
         "watch" => podctl_shim::watch::run(podctl_shim::watch::parse_args(rest)?),
         "exec" => exec::run(exec::ExecArgs {
@@ -101,6 +103,13 @@ fn run(raw: &[String]) -> Result<(), String> {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0),
             ),
+            stdin: a.flag("stdin"),
+            tty: a.flag("tty"),
+            resize: a
+                .values
+                .get("resize")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         }),
         "pause" => pause::start(pause::PauseArgs {
             dir: a.path("dir")?,

@@ -25,6 +25,9 @@ pub struct CreateArgs {
     pub log: PathBuf,
     pub systemd: bool,
     pub oom_file: Option<PathBuf>,
+    /// Keep a pipe to the container's stdin for attach (CRI `stdin`).
+    pub stdin: bool,
+    pub stdin_once: bool,
 }
 
 /// Fork the monitor, wait until it reports the container created, print
@@ -83,11 +86,17 @@ fn monitor(a: &CreateArgs, ready: &mut File) -> Result<(), String> {
     // does not reset the signal mask, and the container must not inherit it.
     let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let (stdin_r, stdin_w) = if a.stdin {
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        (r, Some(w))
+    } else {
+        let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+        (OwnedFd::from(devnull), None)
+    };
     let container = ContainerBuilder::new(a.id.clone(), SyscallType::default())
         .with_root_path(&a.root)
         .map_err(|e| format!("state root {}: {e}", a.root.display()))?
-        .with_stdin(OwnedFd::from(devnull))
+        .with_stdin(stdin_r)
         .with_stdout(out_w)
         .with_stderr(err_w)
         .as_init(&a.bundle)
@@ -111,7 +120,7 @@ fn monitor(a: &CreateArgs, ready: &mut File) -> Result<(), String> {
     let _ = std::env::set_current_dir("/");
     let _ = writeln!(ready, "ok {pid}");
     // Re-execute as the watcher. On failure, watch in this process.
-    let err = reexec_watch(a, pid, &out_r, &err_r);
+    let err = reexec_watch(a, pid, &out_r, &err_r, stdin_w.as_ref());
     let _ = write_atomic(&a.dir.join("monitor.err"), err.as_bytes());
     podctl_shim::watch::run(podctl_shim::watch::WatchArgs {
         dir: a.dir.clone(),
@@ -120,12 +129,21 @@ fn monitor(a: &CreateArgs, ready: &mut File) -> Result<(), String> {
         stdout: out_r,
         stderr: err_r,
         oom_file: a.oom_file.clone(),
+        stdin: stdin_w,
+        stdin_once: a.stdin_once,
     })
 }
 
 /// `execv(/proc/self/exe, watch ...)` with the pipes' fds inherited.
-fn reexec_watch(a: &CreateArgs, pid: Pid, out_r: &OwnedFd, err_r: &OwnedFd) -> String {
-    for fd in [out_r.as_raw_fd(), err_r.as_raw_fd()] {
+fn reexec_watch(
+    a: &CreateArgs,
+    pid: Pid,
+    out_r: &OwnedFd,
+    err_r: &OwnedFd,
+    stdin_w: Option<&OwnedFd>,
+) -> String {
+    let keep = [Some(out_r), Some(err_r), stdin_w];
+    for fd in keep.iter().flatten().map(|f| f.as_raw_fd()) {
         // SAFETY: clearing FD_CLOEXEC on descriptors we own.
         if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
             return format!("fcntl: {}", std::io::Error::last_os_error());
@@ -157,6 +175,12 @@ fn reexec_watch(a: &CreateArgs, pid: Pid, out_r: &OwnedFd, err_r: &OwnedFd) -> S
     if let Some(o) = &a.oom_file {
         args.push("--oom-file".into());
         args.push(o.display().to_string());
+    }
+    if let Some(w) = stdin_w {
+        args.extend(["--stdin-fd".into(), w.as_raw_fd().to_string()]);
+        if a.stdin_once {
+            args.extend(["--stdin-once".into(), "1".into()]);
+        }
     }
     let cargs: Result<Vec<CString>, _> = args.into_iter().map(CString::new).collect();
     let Ok(cargs) = cargs else {

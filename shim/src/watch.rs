@@ -27,6 +27,10 @@ pub struct WatchArgs {
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     pub oom_file: Option<PathBuf>,
+    /// Write end of the container's stdin pipe (CRI `stdin`).
+    pub stdin: Option<OwnedFd>,
+    /// Close the container's stdin when an attached client closes its own.
+    pub stdin_once: bool,
 }
 
 fn signal_set() -> SigSet {
@@ -87,6 +91,14 @@ pub fn run(a: WatchArgs) -> Result<(), String> {
     )
     .map_err(|e| format!("signalfd: {e}"))?;
     let mut log = open_log(&a.log);
+    let mut attach =
+        match crate::attach::Attach::bind(&a.dir, a.stdin.map(File::from), a.stdin_once) {
+            Ok(at) => Some(at),
+            Err(e) => {
+                let _ = std::fs::write(a.dir.join("attach.err"), e.to_string());
+                None
+            }
+        };
     let mut streams = [
         Stream {
             name: "stdout",
@@ -119,6 +131,12 @@ pub fn run(a: WatchArgs) -> Result<(), String> {
                 fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
             }
         }
+        let base = fds.len();
+        if let Some(at) = &attach {
+            for fd in at.fds() {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+        }
         match poll(&mut fds, PollTimeout::from(200u16)) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => {}
@@ -129,6 +147,9 @@ pub fn run(a: WatchArgs) -> Result<(), String> {
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect();
         drop(fds);
+        if let Some(at) = attach.as_mut() {
+            at.ready(&revents[base..]);
+        }
         if revents[0] {
             while let Ok(Some(info)) = sfd.read_signal() {
                 match info.ssi_signo as i32 {
@@ -160,6 +181,14 @@ pub fn run(a: WatchArgs) -> Result<(), String> {
                 s.fd = None;
             } else {
                 s.lines.feed(&buf[..n], &mut emit);
+                if let Some(at) = attach.as_mut() {
+                    let kind = if i == 0 {
+                        crate::attach::STDOUT
+                    } else {
+                        crate::attach::STDERR
+                    };
+                    at.broadcast(kind, &buf[..n]);
+                }
             }
         }
     }
@@ -224,7 +253,8 @@ fn reap(pid: Pid, exit: &mut Option<WaitStatus>) {
     }
 }
 
-/// Parse `--dir D --log F --pid N --stdout-fd N --stderr-fd N [--oom-file F]`.
+/// Parse `--dir D --log F --pid N --stdout-fd N --stderr-fd N [--oom-file F]
+/// [--stdin-fd N] [--stdin-once 1]`.
 pub fn parse_args(raw: &[String]) -> Result<WatchArgs, String> {
     let mut v = std::collections::HashMap::new();
     for pair in raw.chunks(2) {
@@ -245,5 +275,12 @@ pub fn parse_args(raw: &[String]) -> Result<WatchArgs, String> {
         stdout: inherited_fd(num("stdout-fd")?)?,
         stderr: inherited_fd(num("stderr-fd")?)?,
         oom_file: v.get("oom-file").map(PathBuf::from),
+        stdin: match v.get("stdin-fd") {
+            Some(fd) => Some(inherited_fd(
+                fd.parse().map_err(|e| format!("--stdin-fd: {e}"))?,
+            )?),
+            None => None,
+        },
+        stdin_once: v.get("stdin-once").is_some_and(|x| x == "1"),
     })
 }
