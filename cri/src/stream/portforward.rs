@@ -104,6 +104,10 @@ async fn forward(backend: Arc<dyn StreamBackend>, sandbox: String, data: Stream,
         }
         to_client.finish().await;
     };
-    tokio::join!(up, down);
+    // As the kubelet: done when the pod side has closed, whether or not
+    // the client half-closed its side.
+    let up = tokio::spawn(up);
+    down.await;
     error.writer.finish().await;
+    up.abort();
 }
