@@ -133,6 +133,44 @@ impl Spdy {
     }
 }
 
+/// Exec over WebSocket; bytes per channel until the server closes.
+async fn websocket_exec(url: &str) -> std::collections::HashMap<u8, Vec<u8>> {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let ws_url = url.replacen("http://", "ws://", 1);
+    let mut req = ok(ws_url.into_client_request());
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", ok("v5.channel.k8s.io".parse()));
+    let host = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let sock = ok(TcpStream::connect(host).await);
+    let (mut ws, resp) = ok(tokio_tungstenite::client_async(req, sock).await);
+    assert_eq!(
+        resp.headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("v5.channel.k8s.io")
+    );
+    let mut chans: std::collections::HashMap<u8, Vec<u8>> = Default::default();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+        match msg {
+            Message::Binary(b) => {
+                if let Some((ch, body)) = b.split_first() {
+                    chans.entry(*ch).or_default().extend_from_slice(body);
+                }
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    chans
+}
+
 #[test]
 fn exec_attach_and_port_forward_over_spdy() {
     let reg = ok(Registry::start());
@@ -233,6 +271,30 @@ async fn check(daemon: &Daemon, httpd: &str) {
     assert_eq!(status["details"]["causes"][0]["message"], "3");
     // The token was for one connection only.
     assert!(Spdy::connect(&url, "v4.channel.k8s.io").await.is_err());
+
+    // The same over WebSocket (v5.channel.k8s.io): channel-prefixed messages.
+    let url = ok(rt
+        .exec(proto::ExecRequest {
+            container_id: sleeper.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo ws-out; echo ws-err >&2; exit 5".into(),
+            ],
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        })
+        .await)
+    .into_inner()
+    .url;
+    let chans = websocket_exec(&url).await;
+    assert_eq!(chans.get(&1).map(|v| v.as_slice()), Some(&b"ws-out\n"[..]));
+    assert_eq!(chans.get(&2).map(|v| v.as_slice()), Some(&b"ws-err\n"[..]));
+    let status: serde_json::Value = ok(serde_json::from_slice(
+        chans.get(&3).map(|v| v.as_slice()).unwrap_or(b"{}"),
+    ));
+    assert_eq!(status["details"]["causes"][0]["message"], "5");
 
     // A terminal: stdin in, a resize applied, output on stdout.
     let url = ok(rt

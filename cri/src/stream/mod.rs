@@ -9,6 +9,7 @@ mod portforward;
 mod remotecommand;
 pub mod spdy;
 mod token;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

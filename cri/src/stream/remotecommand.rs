@@ -61,7 +61,7 @@ impl Streams {
 }
 
 /// The outcome, as a metav1.Status.
-fn status_json(r: &Result<i32, BackendError>) -> String {
+pub(super) fn status_json(r: &Result<i32, BackendError>) -> String {
     match r {
         Ok(0) => r#"{"metadata":{},"status":"Success"}"#.to_string(),
         Ok(code) => serde_json::json!({

@@ -106,7 +106,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Out
                 Err(_) => break,
             }
         }
-        if wr.write_all(&buf).await.is_err() {
+        if let Err(e) = wr.write_all(&buf).await {
+            tracing::debug!(error = %e, "spdy: write");
             return;
         }
         buf.clear();
@@ -189,7 +190,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Frame::Ping { id } => {
                     let _ = out.send(Out::Frame(Frame::Ping { id })).await;
                 }
-                Frame::GoAway { .. } => return finish(&routes, &out).await,
+                Frame::GoAway { .. } => {
+                    tracing::debug!("spdy: client sent GOAWAY");
+                    return finish(&routes, &out).await;
+                }
                 Frame::Headers { block, .. } => {
                     // Keep the decompression context in step.
                     let _ = codec.decode(&block);
@@ -198,7 +202,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
         match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return finish(&routes, &out).await,
+            Ok(0) => {
+                tracing::debug!("spdy: client closed the connection");
+                return finish(&routes, &out).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "spdy: read");
+                return finish(&routes, &out).await;
+            }
             Ok(_) => {}
         }
     }
