@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod convert;
 pub mod cri;
+pub mod envvars;
 pub mod error;
 pub mod events;
 pub mod probe;
@@ -15,6 +16,7 @@ pub mod quantity;
 pub mod resources;
 pub mod sources;
 pub mod status;
+pub mod volumes;
 pub mod worker;
 
 pub use error::{NodeError, Result};

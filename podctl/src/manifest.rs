@@ -16,8 +16,9 @@ pub fn read(path: &Path) -> anyhow::Result<(Vec<Pod>, StaticSources)> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut pods = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc)
+        let mut value = serde_yaml::Value::deserialize(doc)
             .with_context(|| format!("{}: document {}: invalid YAML", path.display(), i + 1))?;
+        octal_modes(&mut value);
         if value.is_null() {
             continue;
         }
@@ -62,6 +63,29 @@ pub fn read(path: &Path) -> anyhow::Result<(Vec<Pod>, StaticSources)> {
         bail!("{}: no Pod in the file", path.display());
     }
     Ok((pods, sources))
+}
+
+/// File modes written the YAML 1.1 way kubectl accepts (`0644`, `0o644`)
+/// read as strings in YAML 1.2; turn them into the octal numbers they are.
+fn octal_modes(v: &mut serde_yaml::Value) {
+    use serde_yaml::Value;
+    match v {
+        Value::Mapping(m) => {
+            for (k, val) in m.iter_mut() {
+                let is_mode = matches!(k.as_str(), Some("mode" | "defaultMode"));
+                if let (true, Value::String(s)) = (is_mode, &*val) {
+                    let digits = s.strip_prefix("0o").or_else(|| s.strip_prefix('0'));
+                    if let Some(n) = digits.and_then(|d| i64::from_str_radix(d, 8).ok()) {
+                        *val = Value::Number(n.into());
+                        continue;
+                    }
+                }
+                octal_modes(val);
+            }
+        }
+        Value::Sequence(s) => s.iter_mut().for_each(octal_modes),
+        _ => {}
+    }
 }
 
 /// k8s-openapi ignores unknown fields; the API server would refuse them.

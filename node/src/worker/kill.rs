@@ -134,5 +134,8 @@ impl<C: Cri> PodWorker<C> {
             }
         }
         self.facts.ready = false;
+        if let Some(mut v) = self.volumes.take() {
+            v.teardown();
+        }
     }
 }

@@ -100,6 +100,7 @@ pub struct PodWorker<C: Cri> {
     message: Option<String>,
     /// Earliest back-off expiry of this pass: wake then, not a resync later.
     wake: Option<Duration>,
+    volumes: Option<crate::volumes::Volumes>,
 }
 
 impl<C: Cri> PodWorker<C> {
@@ -139,6 +140,7 @@ impl<C: Cri> PodWorker<C> {
                 terminal: None,
                 message: None,
                 wake: None,
+                volumes: None,
             },
             status_rx,
         ))
@@ -147,6 +149,24 @@ impl<C: Cri> PodWorker<C> {
     /// The pod's UID (generated when the manifest had none).
     pub fn uid(&self) -> &str {
         &self.uid
+    }
+
+    /// What the downward API and env see of this pod.
+    fn facts(&self) -> crate::envvars::PodFacts {
+        let spec = self.pod.spec.as_ref();
+        crate::envvars::PodFacts {
+            name: self.name.clone(),
+            namespace: self.ns.clone(),
+            uid: self.uid.clone(),
+            node_name: spec
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_else(|| self.cfg.node_name.clone()),
+            host_ip: self.cfg.host_ip.clone(),
+            pod_ips: self.facts.ips.clone(),
+            service_account: spec
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into()),
+        }
     }
 
     fn full_name(&self) -> String {

@@ -65,6 +65,23 @@ enum Image {
 
 impl<C: Cri> PodWorker<C> {
     pub(super) async fn run_sandbox(&mut self) -> Result<()> {
+        if self.volumes.is_none() {
+            let facts = self.facts();
+            match crate::volumes::Volumes::prepare(
+                &self.cfg.pods_root,
+                &self.pod,
+                &facts,
+                self.sources.as_ref(),
+            )
+            .await
+            {
+                Ok(v) => self.volumes = Some(v),
+                Err(e) => {
+                    self.event(None, EventType::Warning, "FailedMount", e.to_string());
+                    return Err(e);
+                }
+            }
+        }
         let log_dir = self
             .cfg
             .log_root
@@ -360,12 +377,19 @@ impl<C: Cri> PodWorker<C> {
     /// CreateContainer's configuration: the conversion of the spec plus
     /// attempt, log path, OOM score and the termination-message file.
     async fn container_config(
-        &self,
+        &mut self,
         c: &Container,
         image: &str,
         attempt: u32,
     ) -> Result<proto::ContainerConfig> {
-        let mut cfg = crate::convert::container_config(c, image).map_err(|e| match e {
+        let facts = self.facts();
+        let env = crate::envvars::resolve(&self.pod, &facts, c, self.sources.as_ref()).await?;
+        let vars: std::collections::BTreeMap<String, String> = env.iter().cloned().collect();
+        // valueFrom is resolved here; the conversion only sees plain values.
+        let mut plain = c.clone();
+        plain.env = None;
+        plain.env_from = None;
+        let mut cfg = crate::convert::container_config(&plain, image).map_err(|e| match e {
             NodeError::Container {
                 container, reason, ..
             } => NodeError::Container {
@@ -377,6 +401,26 @@ impl<C: Cri> PodWorker<C> {
         })?;
         if let Some(m) = cfg.metadata.as_mut() {
             m.attempt = attempt;
+        }
+        cfg.envs = env
+            .iter()
+            .map(|(k, v)| proto::KeyValue {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect();
+        cfg.command = cfg
+            .command
+            .iter()
+            .map(|a| crate::envvars::expand(a, &vars))
+            .collect();
+        cfg.args = cfg
+            .args
+            .iter()
+            .map(|a| crate::envvars::expand(a, &vars))
+            .collect();
+        if let Some(v) = self.volumes.as_mut() {
+            cfg.mounts.extend(v.mounts(c, &vars)?);
         }
         cfg.log_path = format!("{}/{attempt}.log", c.name);
         let spec = self.pod.spec.clone().unwrap_or_default();
@@ -403,7 +447,6 @@ impl<C: Cri> PodWorker<C> {
             host_path: file.display().to_string(),
             ..Default::default()
         });
-        let _ = &self.sources;
         Ok(cfg)
     }
 }

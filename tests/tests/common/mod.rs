@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 
+pub mod podenv;
 pub mod proxy;
 
 use std::path::Path;

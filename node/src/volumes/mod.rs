@@ -1,0 +1,472 @@
+//! A pod's volumes on this node, laid out like the kubelet's
+//! (`<pods_root>/<uid>/volumes/<plugin>/<name>`): emptyDir (a directory, or
+//! a tmpfs with `medium: Memory`), hostPath (with its type check),
+//! configMap, secret, downwardAPI and projected (their files written
+//! atomically; secrets and projected volumes on a tmpfs of their own, never
+//! on disk), and the CRI mounts of each container's volumeMounts, subPath
+//! and subPathExpr included.
+
+mod files;
+mod subpath;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
+};
+use podctl_cri::proto;
+
+use crate::envvars::{self, PodFacts};
+use crate::error::{IoContext, NodeError, Result};
+use crate::sources::{Sources, TokenRequest};
+
+pub use files::check_item_path;
+pub use subpath::open_within;
+
+use files::Payload;
+
+/// One prepared volume.
+#[derive(Clone, Debug)]
+struct Prepared {
+    path: PathBuf,
+    /// Mounted read-only whatever the volumeMount says (the kubelet does
+    /// so for configMap, secret, downwardAPI and projected).
+    readonly: bool,
+}
+
+/// The pod's prepared volumes and the mounts made for them.
+#[derive(Debug, Default)]
+pub struct Volumes {
+    root: PathBuf,
+    pod: String,
+    prepared: BTreeMap<String, Prepared>,
+    /// Our mounts (tmpfs, subPath binds), unmounted on teardown.
+    mounts: Vec<PathBuf>,
+}
+
+fn err(pod: &str, volume: &str, reason: impl Into<String>) -> NodeError {
+    NodeError::Volume {
+        pod: pod.into(),
+        volume: volume.into(),
+        reason: reason.into(),
+    }
+}
+
+fn mount_tmpfs(dir: &Path, size: Option<i64>) -> std::result::Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut data = "mode=0755".to_string();
+    if let Some(s) = size.filter(|s| *s > 0) {
+        data.push_str(&format!(",size={s}"));
+    }
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(|e| format!("mount tmpfs on {}: {e}", dir.display()))
+}
+
+fn host_path_check(path: &Path, kind: &str) -> std::result::Result<(), String> {
+    let md = std::fs::metadata(path);
+    let ft = md.as_ref().map(|m| m.file_type());
+    let ok = match kind {
+        "" => return Ok(()),
+        "DirectoryOrCreate" => {
+            if md.is_err() {
+                std::fs::create_dir_all(path).map_err(|e| e.to_string())?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+                    .map_err(|e| e.to_string())?;
+            }
+            std::fs::metadata(path).is_ok_and(|m| m.is_dir())
+        }
+        "FileOrCreate" => {
+            if md.is_err() {
+                std::fs::write(path, b"").map_err(|e| e.to_string())?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+                    .map_err(|e| e.to_string())?;
+            }
+            std::fs::metadata(path).is_ok_and(|m| m.is_file())
+        }
+        "Directory" => ft.is_ok_and(|f| f.is_dir()),
+        "File" => ft.is_ok_and(|f| f.is_file()),
+        "Socket" => ft.is_ok_and(|f| f.is_socket()),
+        "CharDevice" => ft.is_ok_and(|f| f.is_char_device()),
+        "BlockDevice" => ft.is_ok_and(|f| f.is_block_device()),
+        other => return Err(format!("unknown hostPath type {other:?}")),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("hostPath {} is not a {kind}", path.display()))
+    }
+}
+
+/// `items` of a ConfigMap/Secret, or every key; missing keys are errors
+/// unless the source is optional.
+fn project(
+    data: BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+    default_mode: u32,
+    optional: bool,
+    what: &str,
+) -> std::result::Result<Payload, String> {
+    let mut out = Payload::new();
+    match items {
+        Some(items) => {
+            for it in items {
+                check_item_path(&it.path)?;
+                match data.get(&it.key) {
+                    Some(v) => {
+                        let mode = it.mode.map(|m| m as u32).unwrap_or(default_mode);
+                        out.insert(it.path.clone(), (v.clone(), mode));
+                    }
+                    None if optional => {}
+                    None => return Err(format!("key {:?} not found in {what}", it.key)),
+                }
+            }
+        }
+        None => {
+            for (k, v) in data {
+                check_item_path(&k)?;
+                out.insert(k, (v, default_mode));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn cm_data(cm: ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    let mut d: BTreeMap<String, Vec<u8>> = cm
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    for (k, v) in cm.binary_data.unwrap_or_default() {
+        d.insert(k, v.0);
+    }
+    d
+}
+
+fn secret_data(s: Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut d: BTreeMap<String, Vec<u8>> = s
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (k, v) in s.string_data.unwrap_or_default() {
+        d.insert(k, v.into_bytes());
+    }
+    d
+}
+
+/// Downward API files: labels/annotations as sorted `k="v"` lines.
+fn downward(
+    pod: &Pod,
+    facts: &PodFacts,
+    items: &[DownwardAPIVolumeFile],
+    default_mode: u32,
+) -> std::result::Result<Payload, String> {
+    let mut out = Payload::new();
+    for it in items {
+        check_item_path(&it.path)?;
+        let value = if let Some(f) = &it.field_ref {
+            let lines = |m: &Option<BTreeMap<String, String>>| {
+                m.iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={v:?}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            match f.field_path.as_str() {
+                "metadata.labels" => lines(&pod.metadata.labels),
+                "metadata.annotations" => lines(&pod.metadata.annotations),
+                p => envvars::field(pod, facts, p)
+                    .ok_or_else(|| format!("unsupported fieldPath {p:?}"))?,
+            }
+        } else if let Some(r) = &it.resource_field_ref {
+            let c = pod
+                .spec
+                .as_ref()
+                .and_then(|s| {
+                    s.containers
+                        .iter()
+                        .find(|c| Some(c.name.as_str()) == r.container_name.as_deref())
+                })
+                .ok_or_else(|| format!("resourceFieldRef: no container {:?}", r.container_name))?;
+            envvars::resource(c, &r.resource, r.divisor.as_ref().map(|d| d.0.as_str()))
+                .ok_or_else(|| format!("bad resource {:?}", r.resource))?
+        } else {
+            return Err(format!(
+                "item {:?} has neither fieldRef nor resourceFieldRef",
+                it.path
+            ));
+        };
+        let mode = it.mode.map(|m| m as u32).unwrap_or(default_mode);
+        out.insert(it.path.clone(), (value.into_bytes(), mode));
+    }
+    Ok(out)
+}
+
+impl Volumes {
+    /// Prepare every volume of `pod` under `<pods_root>/<uid>`.
+    pub async fn prepare(
+        pods_root: &Path,
+        pod: &Pod,
+        facts: &PodFacts,
+        sources: &dyn Sources,
+    ) -> Result<Volumes> {
+        let mut v = Volumes {
+            root: pods_root.join(&facts.uid),
+            pod: format!("{}/{}", facts.namespace, facts.name),
+            ..Default::default()
+        };
+        let volumes = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
+        for vol in &volumes {
+            if let Err(e) = v.prepare_one(vol, pod, facts, sources).await {
+                v.teardown();
+                return Err(e);
+            }
+        }
+        Ok(v)
+    }
+
+    fn dir(&self, plugin: &str, name: &str) -> PathBuf {
+        self.root.join("volumes").join(plugin).join(name)
+    }
+
+    async fn prepare_one(
+        &mut self,
+        vol: &Volume,
+        pod: &Pod,
+        facts: &PodFacts,
+        sources: &dyn Sources,
+    ) -> Result<()> {
+        let name = vol.name.as_str();
+        let pod_name = self.pod.clone();
+        let bad = |r: String| err(&pod_name, name, r);
+        let ns = facts.namespace.as_str();
+        let (path, readonly) = if let Some(e) = &vol.empty_dir {
+            let d = self.dir("kubernetes.io~empty-dir", name);
+            if e.medium.as_deref() == Some("Memory") {
+                let size = e
+                    .size_limit
+                    .as_ref()
+                    .and_then(|q| crate::quantity::parse(&q.0, 1.0));
+                mount_tmpfs(&d, size).map_err(bad)?;
+                self.mounts.push(d.clone());
+            } else {
+                std::fs::create_dir_all(&d).ctx("create", &d)?;
+            }
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777))
+                .ctx("chmod", &d)?;
+            (d, false)
+        } else if let Some(h) = &vol.host_path {
+            let p = PathBuf::from(&h.path);
+            host_path_check(&p, h.type_.as_deref().unwrap_or("")).map_err(bad)?;
+            (p, false)
+        } else if let Some(c) = &vol.config_map {
+            let d = self.dir("kubernetes.io~configmap", name);
+            let optional = c.optional == Some(true);
+            let data = match sources.config_map(ns, &c.name).await? {
+                Some(cm) => cm_data(cm),
+                None if optional => BTreeMap::new(),
+                None => return Err(bad(format!("configmap {:?} not found", c.name))),
+            };
+            let mode = c.default_mode.map(|m| m as u32).unwrap_or(0o644);
+            let payload = project(
+                data,
+                c.items.as_ref(),
+                mode,
+                optional,
+                &format!("configmap {:?}", c.name),
+            )
+            .map_err(bad)?;
+            files::write_atomic(&d, &payload)?;
+            (d, true)
+        } else if let Some(s) = &vol.secret {
+            let d = self.dir("kubernetes.io~secret", name);
+            let sname = s.secret_name.clone().unwrap_or_default();
+            let optional = s.optional == Some(true);
+            let data = match sources.secret(ns, &sname).await? {
+                Some(sec) => secret_data(sec),
+                None if optional => BTreeMap::new(),
+                None => return Err(bad(format!("secret {sname:?} not found"))),
+            };
+            let mode = s.default_mode.map(|m| m as u32).unwrap_or(0o644);
+            let payload = project(
+                data,
+                s.items.as_ref(),
+                mode,
+                optional,
+                &format!("secret {sname:?}"),
+            )
+            .map_err(bad)?;
+            // Secrets never touch the disk.
+            mount_tmpfs(&d, None).map_err(bad)?;
+            self.mounts.push(d.clone());
+            files::write_atomic(&d, &payload)?;
+            (d, true)
+        } else if let Some(da) = &vol.downward_api {
+            let d = self.dir("kubernetes.io~downward-api", name);
+            let mode = da.default_mode.map(|m| m as u32).unwrap_or(0o644);
+            let payload =
+                downward(pod, facts, da.items.as_deref().unwrap_or_default(), mode).map_err(bad)?;
+            files::write_atomic(&d, &payload)?;
+            (d, true)
+        } else if let Some(pr) = &vol.projected {
+            let d = self.dir("kubernetes.io~projected", name);
+            let mode = pr.default_mode.map(|m| m as u32).unwrap_or(0o644);
+            let mut payload = Payload::new();
+            for src in pr.sources.iter().flatten() {
+                if let Some(c) = &src.config_map {
+                    let optional = c.optional == Some(true);
+                    let data = match sources.config_map(ns, &c.name).await? {
+                        Some(cm) => cm_data(cm),
+                        None if optional => BTreeMap::new(),
+                        None => return Err(bad(format!("configmap {:?} not found", c.name))),
+                    };
+                    payload.extend(
+                        project(
+                            data,
+                            c.items.as_ref(),
+                            mode,
+                            optional,
+                            &format!("configmap {:?}", c.name),
+                        )
+                        .map_err(bad)?,
+                    );
+                }
+                if let Some(s) = &src.secret {
+                    let optional = s.optional == Some(true);
+                    let data = match sources.secret(ns, &s.name).await? {
+                        Some(sec) => secret_data(sec),
+                        None if optional => BTreeMap::new(),
+                        None => return Err(bad(format!("secret {:?} not found", s.name))),
+                    };
+                    payload.extend(
+                        project(
+                            data,
+                            s.items.as_ref(),
+                            mode,
+                            optional,
+                            &format!("secret {:?}", s.name),
+                        )
+                        .map_err(bad)?,
+                    );
+                }
+                if let Some(da) = &src.downward_api {
+                    payload.extend(
+                        downward(pod, facts, da.items.as_deref().unwrap_or_default(), mode)
+                            .map_err(bad)?,
+                    );
+                }
+                if let Some(t) = &src.service_account_token {
+                    check_item_path(&t.path).map_err(bad)?;
+                    let req = TokenRequest {
+                        namespace: facts.namespace.clone(),
+                        service_account: facts.service_account.clone(),
+                        pod_name: facts.name.clone(),
+                        pod_uid: facts.uid.clone(),
+                        audience: t.audience.clone(),
+                        expiration_seconds: t.expiration_seconds.unwrap_or(3600),
+                    };
+                    match sources.token(&req).await? {
+                        Some(tok) => {
+                            payload.insert(t.path.clone(), (tok.token.into_bytes(), mode));
+                        }
+                        None => tracing::warn!(
+                            pod = %self.pod, volume = name,
+                            "no token issuer (standalone): serviceAccountToken left out"
+                        ),
+                    }
+                }
+            }
+            mount_tmpfs(&d, None).map_err(bad)?;
+            self.mounts.push(d.clone());
+            files::write_atomic(&d, &payload)?;
+            (d, true)
+        } else {
+            return Err(bad("unsupported volume type".into()));
+        };
+        self.prepared
+            .insert(name.to_string(), Prepared { path, readonly });
+        Ok(())
+    }
+
+    /// CRI mounts for `c`'s volumeMounts; `env` expands subPathExpr.
+    pub fn mounts(
+        &mut self,
+        c: &Container,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Vec<proto::Mount>> {
+        let mut out = Vec::new();
+        for (i, vm) in c.volume_mounts.iter().flatten().enumerate() {
+            let bad = |r: String| NodeError::Container {
+                pod: self.pod.clone(),
+                container: c.name.clone(),
+                reason: format!("volumeMount {:?}: {r}", vm.name),
+            };
+            let Some(p) = self.prepared.get(&vm.name).cloned() else {
+                return Err(bad("no such volume in the pod".into()));
+            };
+            let sub = match (&vm.sub_path, &vm.sub_path_expr) {
+                (Some(s), _) if !s.is_empty() => s.clone(),
+                (_, Some(e)) if !e.is_empty() => envvars::expand(e, env),
+                _ => String::new(),
+            };
+            let host = if sub.is_empty() {
+                p.path.clone()
+            } else {
+                let target = self
+                    .root
+                    .join("volume-subpaths")
+                    .join(&vm.name)
+                    .join(&c.name)
+                    .join(i.to_string());
+                if !self.mounts.contains(&target) {
+                    subpath::bind(&p.path, &sub, &target).map_err(bad)?;
+                    self.mounts.push(target.clone());
+                }
+                target
+            };
+            let propagation = match vm.mount_propagation.as_deref() {
+                Some("HostToContainer") => proto::MountPropagation::PropagationHostToContainer,
+                Some("Bidirectional") => proto::MountPropagation::PropagationBidirectional,
+                _ => proto::MountPropagation::PropagationPrivate,
+            };
+            out.push(proto::Mount {
+                container_path: vm.mount_path.clone(),
+                host_path: host.display().to_string(),
+                readonly: vm.read_only == Some(true) || p.readonly,
+                propagation: propagation as i32,
+                ..Default::default()
+            });
+        }
+        Ok(out)
+    }
+
+    /// Unmount what we mounted and remove the pod's volume directories.
+    pub fn teardown(&mut self) {
+        for m in self.mounts.drain(..).rev() {
+            if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+                tracing::warn!(path = %m.display(), error = %e, "unmount");
+            }
+        }
+        for d in ["volume-subpaths", "volumes"] {
+            let p = self.root.join(d);
+            // Nothing is mounted below any more; hostPath volumes are not
+            // under the pod's directory.
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+}
