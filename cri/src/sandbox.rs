@@ -336,5 +336,10 @@ fn runtime_config(c: &proto::PodSandboxConfig) -> Result<SandboxConfig> {
             searches: d.searches.clone(),
             options: d.options.clone(),
         }),
+        resources: c
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.as_ref())
+            .map(crate::spec::resources_of),
     })
 }

@@ -158,6 +158,7 @@ pub fn sandbox_config(
                 ..Default::default()
             }),
             sysctls,
+            resources: pod_resources(spec),
             ..Default::default()
         }),
         ..Default::default()
@@ -242,6 +243,66 @@ pub fn container_config(c: &Container, image: &str) -> Result<proto::ContainerCo
                 ..Default::default()
             }),
         }),
+        ..Default::default()
+    })
+}
+
+/// Pod-level resources as the kubelet computes them: CPU shares from the
+/// sum of CPU requests; a memory limit and CPU quota only when every
+/// container has one (sum of app containers, at least the largest init
+/// container's).
+pub fn pod_resources(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+) -> Option<proto::LinuxContainerResources> {
+    let get = |c: &Container, which: &str, res: &str, scale: f64| {
+        c.resources
+            .as_ref()
+            .and_then(|r| {
+                if which == "limits" {
+                    r.limits.as_ref()
+                } else {
+                    r.requests.as_ref()
+                }
+            })
+            .and_then(|m| m.get(res))
+            .and_then(|q| quantity::parse(&q.0, scale))
+    };
+    let sum = |res: &str, which: &str, scale: f64| -> Option<i64> {
+        let apps: Option<i64> = spec
+            .containers
+            .iter()
+            .map(|c| get(c, which, res, scale))
+            .sum();
+        let init_max = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter_map(|c| get(c, which, res, scale))
+            .max()
+            .unwrap_or(0);
+        apps.map(|a| a.max(init_max))
+    };
+    let memory = sum("memory", "limits", 1.0);
+    let cpu_limit = sum("cpu", "limits", 1000.0);
+    let cpu_req: i64 = spec
+        .containers
+        .iter()
+        .filter_map(|c| {
+            get(c, "requests", "cpu", 1000.0).or_else(|| get(c, "limits", "cpu", 1000.0))
+        })
+        .sum();
+    if memory.is_none() && cpu_limit.is_none() && cpu_req == 0 {
+        return None;
+    }
+    Some(proto::LinuxContainerResources {
+        memory_limit_in_bytes: memory.unwrap_or(0),
+        cpu_quota: cpu_limit.map(|m| m * 100).unwrap_or(0),
+        cpu_period: if cpu_limit.is_some() { 100_000 } else { 0 },
+        cpu_shares: if cpu_req > 0 {
+            (cpu_req * 1024 / 1000).max(2)
+        } else {
+            0
+        },
         ..Default::default()
     })
 }

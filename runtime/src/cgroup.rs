@@ -64,3 +64,63 @@ pub fn remove_pod(cfg: &RuntimeConfig, sandbox: &str) {
         }
     }
 }
+
+/// Write pod-level limits on `<parent>/<sandbox>` (created here; the
+/// containers' cgroups go below it). Memory and CPU quota/shares, on
+/// cgroup v1 hierarchies or the unified one. The systemd driver's slices
+/// are left to systemd.
+pub fn set_pod_limits(
+    cfg: &RuntimeConfig,
+    sandbox: &str,
+    r: &crate::container::Resources,
+) -> crate::error::Result<()> {
+    use crate::error::IoContext;
+    if cfg.cgroup_driver != CgroupDriver::Cgroupfs {
+        return Ok(());
+    }
+    let rel = format!("{}/{sandbox}", cfg.cgroup_parent.trim_matches('/'));
+    let write = |dir: PathBuf, file: &str, value: String| -> crate::error::Result<()> {
+        std::fs::create_dir_all(&dir).ctx("create", &dir)?;
+        let f = dir.join(file);
+        std::fs::write(&f, value).ctx("write", &f)
+    };
+    if memory_v1() {
+        if let Some(m) = r.memory_limit {
+            write(
+                Path::new(ROOT).join("memory").join(&rel),
+                "memory.limit_in_bytes",
+                m.to_string(),
+            )?;
+        }
+        let cpu = Path::new(ROOT).join("cpu").join(&rel);
+        if let Some(s) = r.cpu_shares {
+            write(cpu.clone(), "cpu.shares", s.max(2).to_string())?;
+        }
+        if let Some(q) = r.cpu_quota {
+            write(
+                cpu.clone(),
+                "cpu.cfs_period_us",
+                r.cpu_period.unwrap_or(100_000).to_string(),
+            )?;
+            write(cpu, "cpu.cfs_quota_us", q.to_string())?;
+        }
+    } else {
+        let dir = Path::new(ROOT).join(&rel);
+        if let Some(m) = r.memory_limit {
+            write(dir.clone(), "memory.max", m.to_string())?;
+        }
+        if let Some(s) = r.cpu_shares {
+            // The kubelet's shares → weight conversion.
+            let weight = 1 + ((s.clamp(2, 262_144) - 2) * 9999) / 262_142;
+            write(dir.clone(), "cpu.weight", weight.to_string())?;
+        }
+        if let Some(q) = r.cpu_quota {
+            write(
+                dir,
+                "cpu.max",
+                format!("{q} {}", r.cpu_period.unwrap_or(100_000)),
+            )?;
+        }
+    }
+    Ok(())
+}

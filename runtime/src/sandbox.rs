@@ -42,6 +42,10 @@ pub struct SandboxConfig {
     /// The pod's `/etc/resolv.conf`; the host's is copied when `None`.
     #[serde(default)]
     pub dns: Option<DnsConfig>,
+    /// Pod-level limits (the sum of its containers', as the kubelet sets
+    /// them) on the pod's cgroup; cgroupfs driver only.
+    #[serde(default)]
+    pub resources: Option<crate::container::Resources>,
 }
 
 /// What goes into a pod's `/etc/resolv.conf`.
@@ -150,7 +154,11 @@ impl Runtime {
         let res = {
             let _l = lock::exclusive(&self.locks(), &id)?;
             std::fs::create_dir_all(&dir).ctx("create", &dir)?;
-            self.setup_sandbox(&id, &dir, &cfg)
+            match &cfg.resources {
+                Some(r) => cgroup::set_pod_limits(&self.cfg, &id, r),
+                None => Ok(()),
+            }
+            .and_then(|()| self.setup_sandbox(&id, &dir, &cfg))
         };
         match res {
             Ok(sb) => {

@@ -102,6 +102,22 @@ fn files_env_and_subpaths() {
         exec("echo $GREETING $PASSWORD $POD_NAME $MEM_MI $COMBINED $CM_greeting"),
         "hello s3cret vols 64 hello-vols hello\n"
     );
+    // The pod-level cgroup carries the pod's memory limit (the sum of its
+    // containers', as the kubelet sets it).
+    let sandboxes: Vec<String> = std::fs::read_dir(env.dir.path().join("run/sandboxes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(sandboxes.len(), 1);
+    let v1 = format!(
+        "/sys/fs/cgroup/memory/podctl/{}/memory.limit_in_bytes",
+        sandboxes[0]
+    );
+    let v2 = format!("/sys/fs/cgroup/podctl/{}/memory.max", sandboxes[0]);
+    let limit = std::fs::read_to_string(&v1).or_else(|_| std::fs::read_to_string(&v2));
+    assert_eq!(limit.unwrap_or_default().trim(), (64u64 << 20).to_string());
     // Secrets are on tmpfs on the host too, and go with the pod.
     let vols = env.dir.path().join("var/pods");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
