@@ -252,3 +252,47 @@ fn term_app(p: &Pod) -> i32 {
         .map(|t| t.exit_code)
         .unwrap_or(-1)
 }
+
+#[test]
+fn termination_messages_from_the_file_or_the_log() {
+    let (_reg, pubd) = setup();
+    let env = Env::new(4);
+    env.run(
+        "msgs",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: msgs}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: file
+    image: {bb}
+    command: [sh, -c, 'printf done-msg > /dev/termination-log']
+  - name: logs
+    image: {bb}
+    terminationMessagePolicy: FallbackToLogsOnError
+    command: [sh, -c, 'echo last words; exit 2']
+"#,
+            bb = pubd.busybox
+        ),
+    );
+    let p = env.until("msgs", 40, |p| {
+        let ph = p.status.as_ref()?.phase.clone()?;
+        (ph == "Failed").then(|| p.clone())
+    });
+    let term = |n: &str| {
+        container(&p, n)
+            .and_then(|c| c.state.clone())
+            .and_then(|s| s.terminated)
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (term("file").exit_code, term("file").message.as_deref()),
+        (0, Some("done-msg"))
+    );
+    let logs = term("logs");
+    assert_eq!(logs.exit_code, 2);
+    assert_eq!(logs.message.as_deref(), Some("last words"));
+    assert_eq!(logs.reason.as_deref(), Some("Error"));
+}
