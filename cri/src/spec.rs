@@ -132,6 +132,7 @@ pub(crate) fn runtime_container(
         security,
         stdin: c.stdin,
         stdin_once: c.stdin_once,
+        tty: c.tty,
     })
 }
 

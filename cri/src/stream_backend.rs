@@ -151,17 +151,45 @@ async fn attach(svc: CriService, id: String, io: StreamIo) -> Result<(), Backend
         stdin,
         stdout,
         stderr,
+        resize,
         ..
     } = io;
+    // One writer to the socket: stdin and resize frames.
+    let (frames_tx, mut frames_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let writer = tokio::spawn(async move {
+        while let Some(f) = frames_rx.recv().await {
+            if wr.write_all(&f).await.is_err() {
+                return;
+            }
+        }
+        // Keep the write half open: closing it reads as a detach.
+        std::future::pending::<()>().await;
+    });
+    let resizer = resize.map(|mut rx| {
+        let tx = frames_tx.clone();
+        tokio::spawn(async move {
+            while let Some(sz) = rx.recv().await {
+                let text = format!("{} {}", sz.width, sz.height);
+                if tx
+                    .send(frames::frame(frames::RESIZE, text.as_bytes()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+    });
     let feed = stdin.map(|mut from| {
+        let tx = frames_tx.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 16 * 1024];
             loop {
                 match from.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if wr
-                            .write_all(&frames::frame(frames::STDIN, &buf[..n]))
+                        if tx
+                            .send(frames::frame(frames::STDIN, &buf[..n]))
                             .await
                             .is_err()
                         {
@@ -170,11 +198,10 @@ async fn attach(svc: CriService, id: String, io: StreamIo) -> Result<(), Backend
                     }
                 }
             }
-            let _ = wr.write_all(&frames::frame(frames::STDIN_CLOSE, &[])).await;
-            // Keep the write half open: closing it reads as a detach.
-            std::future::pending::<()>().await;
+            let _ = tx.send(frames::frame(frames::STDIN_CLOSE, &[])).await;
         })
     });
+    drop(frames_tx);
     let (mut out, mut err) = (stdout, stderr);
     let mut head = [0u8; 5];
     loop {
@@ -198,9 +225,10 @@ async fn attach(svc: CriService, id: String, io: StreamIo) -> Result<(), Backend
             let _ = w.flush().await;
         }
     }
-    if let Some(f) = feed {
-        f.abort();
+    for t in [feed, resizer].into_iter().flatten() {
+        t.abort();
     }
+    writer.abort();
     Ok(())
 }
 

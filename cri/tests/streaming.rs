@@ -365,6 +365,40 @@ async fn check(daemon: &Daemon, httpd: &str) {
     let st = wait_state(&mut rt, &shell, proto::ContainerState::ContainerExited).await;
     assert_eq!(st.exit_code, 0);
 
+    // A tty container: attach with a resize; the shell sees a terminal.
+    let mut term = container_config("term", "busybox", "");
+    term.command = vec!["sh".into()];
+    term.stdin = true;
+    term.tty = true;
+    let term = run(&mut rt, &sb, &sc, term).await;
+    let url = ok(rt
+        .attach(proto::AttachRequest {
+            container_id: term.clone(),
+            stdin: true,
+            stdout: true,
+            tty: true,
+            ..Default::default()
+        })
+        .await)
+    .into_inner()
+    .url;
+    let mut c = ok(Spdy::connect(&url, "v4.channel.k8s.io").await);
+    let e = c.open(&[("streamType", "error")]).await;
+    let i = c.open(&[("streamType", "stdin")]).await;
+    let o = c.open(&[("streamType", "stdout")]).await;
+    let z = c.open(&[("streamType", "resize")]).await;
+    c.data(z, br#"{"Width":120,"Height":40}"#, false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.data(i, b"[ -t 0 ] && echo is-a-tty; stty size; exit\n", false)
+        .await;
+    let got = c.collect(&[e, o]).await;
+    let out =
+        String::from_utf8_lossy(got.get(&o).map(|v| v.as_slice()).unwrap_or_default()).into_owned();
+    assert!(
+        out.contains("is-a-tty") && out.contains("40 120"),
+        "{out:?}"
+    );
+
     // Port forward to a web server listening only inside the pod.
     let mut web = container_config("web", httpd, "");
     web.command = vec![

@@ -103,6 +103,9 @@ pub struct ContainerConfig {
     /// Close that stdin when the first attached client closes its own.
     #[serde(default)]
     pub stdin_once: bool,
+    /// A pseudo-terminal as the container's stdio (CRI `tty`).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// Lifecycle state as CRI names it.
@@ -307,6 +310,9 @@ impl Runtime {
             if cfg.stdin_once {
                 args.push("--stdin-once");
             }
+        }
+        if cfg.tty {
+            args.push("--tty");
         }
         shim::run(&self.shim, id, "create", &args)?;
         Ok(())

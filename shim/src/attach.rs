@@ -16,6 +16,8 @@ pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
 pub const STDERR: u8 = 2;
 pub const STDIN_CLOSE: u8 = 3;
+/// `WIDTH HEIGHT` for a tty container.
+pub const RESIZE: u8 = 4;
 /// Largest frame payload accepted from a client.
 const MAX_FRAME: usize = 1 << 20;
 
@@ -37,6 +39,7 @@ pub struct Attach {
     clients: Vec<Client>,
     stdin: Option<File>,
     stdin_once: bool,
+    tty: bool,
 }
 
 fn peer_is_root(s: &UnixStream) -> bool {
@@ -63,7 +66,12 @@ fn peer_is_root(s: &UnixStream) -> bool {
 impl Attach {
     /// Listen in `dir` (bound by a relative name after a chdir, so long
     /// state paths do not hit the 108-byte socket path limit).
-    pub fn bind(dir: &Path, stdin: Option<File>, stdin_once: bool) -> std::io::Result<Attach> {
+    pub fn bind(
+        dir: &Path,
+        stdin: Option<File>,
+        stdin_once: bool,
+        tty: bool,
+    ) -> std::io::Result<Attach> {
         let _ = std::fs::remove_file(dir.join(SOCKET));
         std::env::set_current_dir(dir)?;
         let bound = UnixListener::bind(SOCKET);
@@ -75,6 +83,7 @@ impl Attach {
             clients: Vec::new(),
             stdin,
             stdin_once,
+            tty,
         })
     }
 
@@ -141,7 +150,35 @@ impl Attach {
                         }
                     }
                 }
-                STDIN_CLOSE if self.stdin_once => self.stdin = None,
+                STDIN_CLOSE if self.stdin_once => {
+                    if self.tty {
+                        // A terminal's end of input is ^D.
+                        if let Some(f) = self.stdin.as_mut() {
+                            let _ = f.write_all(&[4]);
+                        }
+                    }
+                    self.stdin = None;
+                }
+                RESIZE if self.tty => {
+                    let text = String::from_utf8_lossy(&payload).into_owned();
+                    let mut it = text
+                        .split_whitespace()
+                        .filter_map(|v| v.parse::<u16>().ok());
+                    if let (Some(w), Some(h), Some(f)) = (it.next(), it.next(), self.stdin.as_ref())
+                    {
+                        let ws = libc::winsize {
+                            ws_row: h,
+                            ws_col: w,
+                            ws_xpixel: 0,
+                            ws_ypixel: 0,
+                        };
+                        // SAFETY: TIOCSWINSZ reads a winsize from the pointer;
+                        // the master descriptor is open during the call.
+                        unsafe {
+                            libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(f), libc::TIOCSWINSZ, &ws)
+                        };
+                    }
+                }
                 _ => {}
             }
         }

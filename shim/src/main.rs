@@ -1,7 +1,7 @@
 //! `podctl-shim`: see the library documentation.
 //!
 //! ```text
-//! podctl-shim create --id ID --bundle DIR --root DIR --dir DIR --log FILE [--oom-file F] [--systemd] [--stdin [--stdin-once]]
+//! podctl-shim create --id ID --bundle DIR --root DIR --dir DIR --log FILE [--oom-file F] [--systemd] [--stdin [--stdin-once]] [--tty]
 //! podctl-shim watch  --dir DIR --log FILE --pid N --stdout-fd N --stderr-fd N [--oom-file F]   (internal)
 //! podctl-shim exec   --id ID --root DIR --process FILE --status FILE [--timeout-ms N] [--stdin] [--tty [--resize FIFO]]
 //! podctl-shim start  --id ID --root DIR
@@ -90,6 +90,7 @@ fn run(raw: &[String]) -> Result<(), String> {
             oom_file: a.values.get("oom-file").map(PathBuf::from),
             stdin: a.flag("stdin"),
             stdin_once: a.flag("stdin-once"),
+            tty: a.flag("tty"),
         }),
         "watch" => podctl_shim::watch::run(podctl_shim::watch::parse_args(rest)?),
         "exec" => exec::run(exec::ExecArgs {

@@ -28,6 +28,8 @@ pub struct CreateArgs {
     /// Keep a pipe to the container's stdin for attach (CRI `stdin`).
     pub stdin: bool,
     pub stdin_once: bool,
+    /// Give the container a pseudo-terminal (CRI `tty`).
+    pub tty: bool,
 }
 
 /// Fork the monitor, wait until it reports the container created, print
@@ -84,14 +86,37 @@ fn monitor(a: &CreateArgs, ready: &mut File) -> Result<(), String> {
     detach_stdio()?;
     // Signals are blocked only after the container is forked: libcontainer
     // does not reset the signal mask, and the container must not inherit it.
-    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (stdin_r, stdin_w) = if a.stdin {
-        let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        (r, Some(w))
+    let (stdin_r, stdin_w, out_r, out_w, err_r, err_w) = if a.tty {
+        // A terminal: the pty's slave is the container's stdio; the
+        // watcher reads output from the master and writes stdin to it.
+        let pty = nix::pty::openpty(None, None).map_err(|e| format!("openpty: {e}"))?;
+        let dup = |f: &OwnedFd| f.try_clone().map_err(|e| format!("dup: {e}"));
+        for fd in [pty.master.as_raw_fd(), pty.slave.as_raw_fd()] {
+            // SAFETY: setting FD_CLOEXEC on descriptors we own.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        drop(err_w);
+        let stdin_w = dup(&pty.master)?;
+        (
+            dup(&pty.slave)?,
+            Some(stdin_w),
+            pty.master,
+            dup(&pty.slave)?,
+            err_r,
+            pty.slave,
+        )
     } else {
-        let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-        (OwnedFd::from(devnull), None)
+        let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        let (stdin_r, stdin_w) = if a.stdin {
+            let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+            (r, Some(w))
+        } else {
+            let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+            (OwnedFd::from(devnull), None)
+        };
+        (stdin_r, stdin_w, out_r, out_w, err_r, err_w)
     };
     let container = ContainerBuilder::new(a.id.clone(), SyscallType::default())
         .with_root_path(&a.root)
@@ -131,6 +156,7 @@ fn monitor(a: &CreateArgs, ready: &mut File) -> Result<(), String> {
         oom_file: a.oom_file.clone(),
         stdin: stdin_w,
         stdin_once: a.stdin_once,
+        tty: a.tty,
     })
 }
 
@@ -181,6 +207,9 @@ fn reexec_watch(
         if a.stdin_once {
             args.extend(["--stdin-once".into(), "1".into()]);
         }
+    }
+    if a.tty {
+        args.extend(["--tty".into(), "1".into()]);
     }
     let cargs: Result<Vec<CString>, _> = args.into_iter().map(CString::new).collect();
     let Ok(cargs) = cargs else {

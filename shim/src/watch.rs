@@ -31,6 +31,8 @@ pub struct WatchArgs {
     pub stdin: Option<OwnedFd>,
     /// Close the container's stdin when an attached client closes its own.
     pub stdin_once: bool,
+    /// `stdin` is a pty master (resizable; EOF is ^D).
+    pub tty: bool,
 }
 
 fn signal_set() -> SigSet {
@@ -92,7 +94,7 @@ pub fn run(a: WatchArgs) -> Result<(), String> {
     .map_err(|e| format!("signalfd: {e}"))?;
     let mut log = open_log(&a.log);
     let mut attach =
-        match crate::attach::Attach::bind(&a.dir, a.stdin.map(File::from), a.stdin_once) {
+        match crate::attach::Attach::bind(&a.dir, a.stdin.map(File::from), a.stdin_once, a.tty) {
             Ok(at) => Some(at),
             Err(e) => {
                 let _ = std::fs::write(a.dir.join("attach.err"), e.to_string());
@@ -282,5 +284,6 @@ pub fn parse_args(raw: &[String]) -> Result<WatchArgs, String> {
             None => None,
         },
         stdin_once: v.get("stdin-once").is_some_and(|x| x == "1"),
+        tty: v.get("tty").is_some_and(|x| x == "1"),
     })
 }
