@@ -467,7 +467,11 @@ impl<C: Cri> PodWorker<C> {
                     && t.current.as_ref().is_some_and(|c| c.state != st.state);
                 if st.state == proto::ContainerState::ContainerExited as i32 {
                     // Keep the termination message once read.
-                    match t.current.as_ref().filter(|c| c.state == st.state && !c.message.is_empty()) {
+                    match t
+                        .current
+                        .as_ref()
+                        .filter(|c| c.state == st.state && !c.message.is_empty())
+                    {
                         Some(old) => st.message = old.message.clone(),
                         None => {
                             if let Some(spec) = &spec {
