@@ -341,5 +341,10 @@ fn runtime_config(c: &proto::PodSandboxConfig) -> Result<SandboxConfig> {
             .as_ref()
             .and_then(|l| l.resources.as_ref())
             .map(crate::spec::resources_of),
+        cgroup_parent: c
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .filter(|p| !p.is_empty()),
     })
 }

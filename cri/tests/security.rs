@@ -147,6 +147,7 @@ async fn check(daemon: &Daemon) {
     capabilities(&mut pod).await;
     users(&mut pod).await;
     readonly_mounts(&mut pod).await;
+    kubelet_cgroup_parent(&mut rt, daemon).await;
 
     ok(rt
         .stop_pod_sandbox(proto::StopPodSandboxRequest {
@@ -355,4 +356,61 @@ async fn readonly_mounts(pod: &mut Pod) {
             .remove_container(proto::RemoveContainerRequest { container_id: c })
             .await);
     }
+}
+
+/// A sandbox given a cgroup parent (as a kubelet does): its containers go
+/// directly under it, and removing the pod leaves the parent alone.
+async fn kubelet_cgroup_parent(rt: &mut RuntimeServiceClient<Channel>, daemon: &common::Daemon) {
+    let parent = "/podctl-cri-test/kubepods/podk1";
+    let logs = daemon.dir.path().join("logs");
+    let mut config = sandbox_config("kubeletish", 0, &logs);
+    config.linux = Some(proto::LinuxPodSandboxConfig {
+        cgroup_parent: parent.into(),
+        ..Default::default()
+    });
+    let id = ok(rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await)
+    .into_inner()
+    .pod_sandbox_id;
+    let mut pod = Pod {
+        rt: rt.clone(),
+        id: id.clone(),
+        config,
+    };
+    let c = pod
+        .run(container_config("in-parent", "busybox", "exec sleep 1000"))
+        .await;
+    let out = pod.exec(&c, &["cat", "/proc/self/cgroup"]).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.lines().any(|l| l.ends_with(&format!("{parent}/{c}"))),
+        "{text}"
+    );
+    ok(rt
+        .stop_pod_sandbox(proto::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await);
+    ok(rt
+        .remove_pod_sandbox(proto::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await);
+    // The parent is the kubelet's: still there; this test removes it.
+    let mut seen = false;
+    for h in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let d = h.path().join(parent.trim_start_matches('/'));
+        if d.is_dir() {
+            seen = true;
+            let _ = std::fs::remove_dir(&d);
+            let _ = std::fs::remove_dir(d.parent().unwrap_or(&d));
+        }
+    }
+    assert!(seen, "the pod parent cgroup was removed with the pod");
 }

@@ -11,13 +11,27 @@ use crate::config::{CgroupDriver, RuntimeConfig};
 
 const ROOT: &str = "/sys/fs/cgroup";
 
-/// `linux.cgroupsPath` for a container.
-pub fn container_path(cfg: &RuntimeConfig, sandbox: Option<&str>, id: &str) -> String {
+/// `linux.cgroupsPath` for a container. `pod_parent` is the cgroup parent
+/// the pod's creator asked for (a kubelet's `/kubepods/burstable/pod<uid>`
+/// or `kubepods-burstable-pod<uid>.slice`): containers then go directly
+/// under it, as with containerd and CRI-O.
+pub fn container_path(
+    cfg: &RuntimeConfig,
+    sandbox: Option<&str>,
+    pod_parent: Option<&str>,
+    id: &str,
+) -> String {
     let parent = cfg.cgroup_parent.trim_end_matches('/');
-    match (cfg.cgroup_driver, sandbox) {
-        (CgroupDriver::Cgroupfs, Some(sb)) => format!("{parent}/{sb}/{id}"),
-        (CgroupDriver::Cgroupfs, None) => format!("{parent}/{id}"),
-        (CgroupDriver::Systemd, _) => format!("{}:podctl:{id}", cfg.cgroup_parent),
+    match (cfg.cgroup_driver, sandbox, pod_parent) {
+        (CgroupDriver::Cgroupfs, _, Some(p)) => format!("{}/{id}", p.trim_end_matches('/')),
+        (CgroupDriver::Cgroupfs, Some(sb), None) => format!("{parent}/{sb}/{id}"),
+        (CgroupDriver::Cgroupfs, None, None) => format!("{parent}/{id}"),
+        (CgroupDriver::Systemd, _, Some(p)) => {
+            // A slice name, possibly written as a path.
+            let slice = p.rsplit('/').next().unwrap_or(p);
+            format!("{slice}:podctl:{id}")
+        }
+        (CgroupDriver::Systemd, _, None) => format!("{}:podctl:{id}", cfg.cgroup_parent),
     }
 }
 
@@ -123,4 +137,37 @@ pub fn set_pod_limits(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_paths_follow_the_pods_parent() {
+        let mut cfg = RuntimeConfig {
+            cgroup_parent: "/podctl".into(),
+            ..Default::default()
+        };
+        assert_eq!(container_path(&cfg, Some("sb"), None, "c"), "/podctl/sb/c");
+        assert_eq!(container_path(&cfg, None, None, "c"), "/podctl/c");
+        assert_eq!(
+            container_path(&cfg, Some("sb"), Some("/kubepods/burstable/pod1/"), "c"),
+            "/kubepods/burstable/pod1/c"
+        );
+        cfg.cgroup_driver = CgroupDriver::Systemd;
+        cfg.cgroup_parent = "podctl.slice".into();
+        assert_eq!(
+            container_path(&cfg, Some("sb"), None, "c"),
+            "podctl.slice:podctl:c"
+        );
+        assert_eq!(
+            container_path(&cfg, Some("sb"), Some("kubepods-pod1.slice"), "c"),
+            "kubepods-pod1.slice:podctl:c"
+        );
+        assert_eq!(
+            container_path(&cfg, Some("sb"), Some("/test.slice"), "c"),
+            "test.slice:podctl:c"
+        );
+    }
 }

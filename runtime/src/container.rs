@@ -271,7 +271,11 @@ impl Runtime {
             &root,
         )?;
         let who = user::resolve(id, &root, &cfg.user)?;
-        let cgroups_path = cgroup::container_path(&self.cfg, sandbox, id);
+        let pod_parent = sandbox
+            .and_then(|sb| self.sandbox_status(sb).ok())
+            .and_then(|s| s.config.cgroup_parent)
+            .filter(|p| !p.is_empty());
+        let cgroups_path = cgroup::container_path(&self.cfg, sandbox, pod_parent.as_deref(), id);
         let spec = spec::build(id, &cfg, &root, &who, &cgroups_path)?;
         let spec_path = dir.join("config.json");
         spec.save(&spec_path).map_err(|e| RuntimeError::Spec {

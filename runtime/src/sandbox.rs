@@ -43,9 +43,14 @@ pub struct SandboxConfig {
     #[serde(default)]
     pub dns: Option<DnsConfig>,
     /// Pod-level limits (the sum of its containers', as the kubelet sets
-    /// them) on the pod's cgroup; cgroupfs driver only.
+    /// them) on the pod's cgroup; cgroupfs driver only, and only for pods
+    /// in podctl's own cgroup parent.
     #[serde(default)]
     pub resources: Option<crate::container::Resources>,
+    /// The pod's cgroup as its creator manages it (a kubelet's pod cgroup):
+    /// containers go under it and podctl neither limits nor removes it.
+    #[serde(default)]
+    pub cgroup_parent: Option<String>,
 }
 
 /// What goes into a pod's `/etc/resolv.conf`.
@@ -154,9 +159,9 @@ impl Runtime {
         let res = {
             let _l = lock::exclusive(&self.locks(), &id)?;
             std::fs::create_dir_all(&dir).ctx("create", &dir)?;
-            match &cfg.resources {
-                Some(r) => cgroup::set_pod_limits(&self.cfg, &id, r),
-                None => Ok(()),
+            match (&cfg.resources, &cfg.cgroup_parent) {
+                (Some(r), None) => cgroup::set_pod_limits(&self.cfg, &id, r),
+                _ => Ok(()),
             }
             .and_then(|()| self.setup_sandbox(&id, &dir, &cfg))
         };
@@ -375,6 +380,10 @@ impl Runtime {
         if !dir.exists() {
             return Ok(());
         }
+        let own_cgroup = self
+            .sandbox_meta(id)
+            .map(|m| m.config.cgroup_parent.is_none())
+            .unwrap_or(true);
         self.stop_sandbox(id)?;
         for c in self.pod_containers(id)? {
             self.remove_container(&c.id)?;
@@ -388,7 +397,9 @@ impl Runtime {
             }
             std::fs::remove_file(&pin).ctx("remove", &pin)?;
         }
-        cgroup::remove_pod(&self.cfg, id);
+        if own_cgroup {
+            cgroup::remove_pod(&self.cfg, id);
+        }
         std::fs::remove_dir_all(&dir).ctx("remove", &dir)?;
         lock::forget(&self.locks(), id);
         tracing::info!(%id, "sandbox removed");
