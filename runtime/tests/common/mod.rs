@@ -244,7 +244,16 @@ pub fn parse_log(path: &Path) -> Vec<(String, String, String, String)> {
 }
 
 /// VmRSS of a process in KiB.
+/// The monitor's RSS once it has re-executed into the small watcher (it
+/// reports the container created just before that exec).
 pub fn rss_kib(pid: i32) -> Option<u64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|c| !c.starts_with("podctl-shim-wat"))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find(|l| l.starts_with("VmRSS:"))?
