@@ -11,6 +11,8 @@
 //! log_level = "info"
 //! runtime_handlers = ["runc"]       # accepted RuntimeClass handlers besides ""
 //! sandbox_image = "registry.k8s.io/pause:3.10"  # reported pinned; never pulled
+//! pids_limit = 0                    # pids.max per container (0: unlimited)
+//! pod_pids_limit = 0                # pids.max per pod cgroup (0: unlimited)
 //!
 //! [cni]
 //! conf_dir = "/etc/cni/net.d"
@@ -65,6 +67,11 @@ pub struct CriConfig {
     pub log_level: String,
     pub runtime_handlers: Vec<String>,
     pub sandbox_image: String,
+    /// pids.max of every container (CRI-O's `pids_limit`); 0: unlimited.
+    pub pids_limit: i64,
+    /// pids.max of every pod's cgroup (the kubelet's `podPidsLimit`);
+    /// 0: unlimited.
+    pub pod_pids_limit: i64,
     /// The shim binary (next to the daemon's executable when unset).
     pub shim: Option<PathBuf>,
     pub cni: CniSection,
@@ -84,6 +91,8 @@ impl Default for CriConfig {
             log_level: "info".into(),
             runtime_handlers: vec!["runc".into(), "podctl".into()],
             sandbox_image: "registry.k8s.io/pause:3.10".into(),
+            pids_limit: 0,
+            pod_pids_limit: 0,
             shim: None,
             cni: CniSection::default(),
             registry: RegistryConfig::default(),

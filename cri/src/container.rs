@@ -99,7 +99,10 @@ impl CriService {
             ("", p) => p.to_string(),
             (d, p) => Path::new(d).join(p).display().to_string(),
         };
-        let rc = runtime_container(&config, &sandbox_config, &img, lower, &log_path)?;
+        let mut rc = runtime_container(&config, &sandbox_config, &img, lower, &log_path)?;
+        if self.config().pids_limit > 0 {
+            rc.resources.pids_limit = Some(self.config().pids_limit);
+        }
         let sid = sandbox_id.clone();
         let id = self
             .blocking(move |i| Ok(i.runtime.create_container(&sid, rc)?))

@@ -76,7 +76,11 @@ impl CriService {
                 id: old.id,
             });
         }
-        let rc = runtime_config(&config)?;
+        let mut rc = runtime_config(&config)?;
+        if self.config().pod_pids_limit > 0 {
+            rc.resources.get_or_insert_with(Default::default).pids_limit =
+                Some(self.config().pod_pids_limit);
+        }
         let sb = self
             .blocking(move |i| Ok(i.runtime.run_sandbox(rc)?))
             .await?;

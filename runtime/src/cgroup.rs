@@ -3,7 +3,8 @@
 //!
 //! With the cgroupfs driver a pod's container lives at
 //! `<parent>/<sandbox id>/<container id>` (`<parent>/<id>` outside a pod);
-//! with systemd at `<slice>:podctl:<id>`.
+//! with systemd in scope `podctl-<id>.scope` of the pod's slice
+//! `<parent stem>-pod<sandbox id>.slice` (module `systemd`).
 
 use std::path::{Path, PathBuf};
 
@@ -31,8 +32,20 @@ pub fn container_path(
             let slice = p.rsplit('/').next().unwrap_or(p);
             format!("{slice}:podctl:{id}")
         }
+        (CgroupDriver::Systemd, Some(sb), None) if systemd_booted() => {
+            format!(
+                "{}:podctl:{id}",
+                crate::systemd::pod_slice(&cfg.cgroup_parent, sb)
+            )
+        }
         (CgroupDriver::Systemd, _, None) => format!("{}:podctl:{id}", cfg.cgroup_parent),
     }
+}
+
+/// systemd is the init system (sd_booted(3)): without it libcontainer
+/// falls back to cgroupfs and podctl makes no pod slices.
+pub fn systemd_booted() -> bool {
+    Path::new("/run/systemd/system").is_dir()
 }
 
 /// True when the memory controller is on cgroup v1 (legacy or hybrid host).
@@ -41,12 +54,28 @@ fn memory_v1() -> bool {
 }
 
 /// The file whose `oom_kill N` line counts the container's OOM kills
-/// (`memory.oom_control` on v1, `memory.events` on v2). `None` for the
-/// systemd driver, whose cgroup location is systemd's choice.
-pub fn oom_file(driver: CgroupDriver, path: &str) -> Option<PathBuf> {
+/// (`memory.oom_control` on v1, `memory.events` on v2) and, with the
+/// systemd driver, the pod slice's `memory.events` as a fallback (systemd
+/// may remove an emptied scope before the monitor reads it).
+pub fn oom_files(driver: CgroupDriver, path: &str) -> (Option<PathBuf>, Option<PathBuf>) {
     if driver == CgroupDriver::Systemd {
-        return None;
+        if memory_v1() || !systemd_booted() {
+            return (None, None);
+        }
+        let mut parts = path.splitn(3, ':');
+        let (Some(slice), Some(prefix), Some(name)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return (None, None);
+        };
+        let scope = format!("{prefix}-{name}.scope");
+        let file =
+            |u: Option<&str>| crate::systemd::unit_dir(slice, u).map(|d| d.join("memory.events"));
+        return (file(Some(&scope)), file(None));
     }
+    (oom_file(path), None)
+}
+
+fn oom_file(path: &str) -> Option<PathBuf> {
     let rel = path.trim_start_matches('/');
     Some(if memory_v1() {
         Path::new(ROOT)
@@ -157,8 +186,14 @@ mod tests {
         );
         cfg.cgroup_driver = CgroupDriver::Systemd;
         cfg.cgroup_parent = "podctl.slice".into();
+        let pod = if systemd_booted() {
+            "podctl-podsb.slice:podctl:c"
+        } else {
+            "podctl.slice:podctl:c"
+        };
+        assert_eq!(container_path(&cfg, Some("sb"), None, "c"), pod);
         assert_eq!(
-            container_path(&cfg, Some("sb"), None, "c"),
+            container_path(&cfg, None, None, "c"),
             "podctl.slice:podctl:c"
         );
         assert_eq!(

@@ -298,13 +298,17 @@ impl Runtime {
         let root_s = self.libcontainer_root().display().to_string();
         let dir_s = dir.display().to_string();
         let log_s = cfg.log_path.display().to_string();
-        let oom = cgroup::oom_file(self.cfg.cgroup_driver, &cgroups_path)
-            .map(|p| p.display().to_string());
+        let (oom, oom_parent) = cgroup::oom_files(self.cfg.cgroup_driver, &cgroups_path);
+        let oom = oom.map(|p| p.display().to_string());
+        let oom_parent = oom_parent.map(|p| p.display().to_string());
         let mut args = vec![
             "--id", id, "--bundle", &dir_s, "--root", &root_s, "--dir", &dir_s, "--log", &log_s,
         ];
         if let Some(o) = &oom {
             args.extend(["--oom-file", o.as_str()]);
+        }
+        if let Some(o) = &oom_parent {
+            args.extend(["--oom-parent", o.as_str()]);
         }
         if self.cfg.cgroup_driver == CgroupDriver::Systemd {
             args.push("--systemd");

@@ -91,6 +91,7 @@ mod seccomp;
 pub mod security;
 mod shim;
 mod spec;
+mod systemd;
 mod update;
 mod user;
 

@@ -218,6 +218,14 @@ impl Runtime {
             ],
         )?;
         let pid = read_pid(&dir.join(PAUSE_PID)).ctx("read", dir.join(PAUSE_PID))?;
+        if self.pod_slice_owned(cfg) {
+            crate::systemd::start_pod(
+                &self.cfg.cgroup_parent,
+                id,
+                pid as u32,
+                cfg.resources.as_ref(),
+            )?;
+        }
         if !cfg.host_network {
             let pin = self.netns_pin(id);
             if let Some(parent) = pin.parent() {
@@ -380,10 +388,14 @@ impl Runtime {
         if !dir.exists() {
             return Ok(());
         }
-        let own_cgroup = self
-            .sandbox_meta(id)
+        let meta = self.sandbox_meta(id).ok();
+        let own_cgroup = meta
+            .as_ref()
             .map(|m| m.config.cgroup_parent.is_none())
             .unwrap_or(true);
+        let own_slice = meta
+            .as_ref()
+            .is_some_and(|m| self.pod_slice_owned(&m.config));
         self.stop_sandbox(id)?;
         for c in self.pod_containers(id)? {
             self.remove_container(&c.id)?;
@@ -400,10 +412,21 @@ impl Runtime {
         if own_cgroup {
             cgroup::remove_pod(&self.cfg, id);
         }
+        if own_slice {
+            crate::systemd::stop_pod(&self.cfg.cgroup_parent, id)?;
+        }
         std::fs::remove_dir_all(&dir).ctx("remove", &dir)?;
         lock::forget(&self.locks(), id);
         tracing::info!(%id, "sandbox removed");
         Ok(())
+    }
+
+    /// podctl makes (and removes) a systemd slice for this pod: systemd
+    /// driver on a systemd host, no cgroup parent from the pod's creator.
+    fn pod_slice_owned(&self, cfg: &SandboxConfig) -> bool {
+        self.cfg.cgroup_driver == crate::CgroupDriver::Systemd
+            && cfg.cgroup_parent.is_none()
+            && cgroup::systemd_booted()
     }
 
     fn pod_containers(&self, id: &str) -> Result<Vec<crate::ContainerStatus>> {

@@ -1,7 +1,7 @@
 //! `podctl-shim`: see the library documentation.
 //!
 //! ```text
-//! podctl-shim create --id ID --bundle DIR --root DIR --dir DIR --log FILE [--oom-file F] [--systemd] [--stdin [--stdin-once]] [--tty]
+//! podctl-shim create --id ID --bundle DIR --root DIR --dir DIR --log FILE [--oom-file F] [--oom-parent F] [--systemd] [--stdin [--stdin-once]] [--tty]
 //! podctl-shim watch  --dir DIR --log FILE --pid N --stdout-fd N --stderr-fd N [--oom-file F]   (internal)
 //! podctl-shim exec   --id ID --root DIR --process FILE --status FILE [--timeout-ms N] [--stdin] [--tty [--resize FIFO]]
 //! podctl-shim start  --id ID --root DIR
@@ -88,6 +88,7 @@ fn run(raw: &[String]) -> Result<(), String> {
             log: a.path("log")?,
             systemd: a.flag("systemd"),
             oom_file: a.values.get("oom-file").map(PathBuf::from),
+            oom_parent: a.values.get("oom-parent").map(PathBuf::from),
             stdin: a.flag("stdin"),
             stdin_once: a.flag("stdin-once"),
             tty: a.flag("tty"),

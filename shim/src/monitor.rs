@@ -25,6 +25,8 @@ pub struct CreateArgs {
     pub log: PathBuf,
     pub systemd: bool,
     pub oom_file: Option<PathBuf>,
+    /// The pod's `memory.events`, the fallback when `oom_file` is gone.
+    pub oom_parent: Option<PathBuf>,
     /// Keep a pipe to the container's stdin for attach (CRI `stdin`).
     pub stdin: bool,
     pub stdin_once: bool,
@@ -154,6 +156,7 @@ fn monitor(a: &CreateArgs, ready: &mut File) -> Result<(), String> {
         stdout: out_r,
         stderr: err_r,
         oom_file: a.oom_file.clone(),
+        oom_parent: a.oom_parent.clone(),
         stdin: stdin_w,
         stdin_once: a.stdin_once,
         tty: a.tty,
@@ -200,6 +203,10 @@ fn reexec_watch(
     ]);
     if let Some(o) = &a.oom_file {
         args.push("--oom-file".into());
+        args.push(o.display().to_string());
+    }
+    if let Some(o) = &a.oom_parent {
+        args.push("--oom-parent".into());
         args.push(o.display().to_string());
     }
     if let Some(w) = stdin_w {

@@ -27,6 +27,10 @@ pub struct WatchArgs {
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     pub oom_file: Option<PathBuf>,
+    /// An ancestor's `memory.events` (the pod's), read when `oom_file` is
+    /// gone at exit: systemd may remove an emptied scope's cgroup before
+    /// the watcher reads it.
+    pub oom_parent: Option<PathBuf>,
     /// Write end of the container's stdin pipe (CRI `stdin`).
     pub stdin: Option<OwnedFd>,
     /// Close the container's stdin when an attached client closes its own.
@@ -92,6 +96,7 @@ pub fn run(a: WatchArgs) -> Result<(), String> {
         SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
     )
     .map_err(|e| format!("signalfd: {e}"))?;
+    let parent_base = a.oom_parent.as_deref().and_then(oom_count);
     let mut log = open_log(&a.log);
     let mut attach =
         match crate::attach::Attach::bind(&a.dir, a.stdin.map(File::from), a.stdin_once, a.tty) {
@@ -215,22 +220,30 @@ pub fn run(a: WatchArgs) -> Result<(), String> {
         signal,
         finished_at: rfc3339_nano(ns),
         finished_at_ns: ns,
-        oom_killed: a.oom_file.as_deref().is_some_and(oom_killed),
+        oom_killed: match a.oom_file.as_deref().and_then(oom_count) {
+            Some(n) => n > 0,
+            // The scope's cgroup is gone: a SIGKILL while the pod's
+            // counter rose is taken as this container's OOM kill.
+            None => {
+                signal == Some(Signal::SIGKILL as i32)
+                    && matches!(
+                        (parent_base, a.oom_parent.as_deref().and_then(oom_count)),
+                        (Some(b), Some(n)) if n > b
+                    )
+            }
+        },
     };
     rec.write(&a.dir)
         .map_err(|e| format!("{}: {e}", a.dir.display()))
 }
 
-/// The cgroup's `oom_kill` counter is non-zero.
-fn oom_killed(file: &Path) -> bool {
-    std::fs::read_to_string(file)
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("oom_kill "))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-        })
-        .is_some_and(|n| n > 0)
+/// The cgroup's `oom_kill` counter, `None` when the file is unreadable.
+fn oom_count(file: &Path) -> Option<u64> {
+    std::fs::read_to_string(file).ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+    })
 }
 
 /// Reap every exited child; remember the container's status.
@@ -256,7 +269,7 @@ fn reap(pid: Pid, exit: &mut Option<WaitStatus>) {
 }
 
 /// Parse `--dir D --log F --pid N --stdout-fd N --stderr-fd N [--oom-file F]
-/// [--stdin-fd N] [--stdin-once 1]`.
+/// [--oom-parent F] [--stdin-fd N] [--stdin-once 1]`.
 pub fn parse_args(raw: &[String]) -> Result<WatchArgs, String> {
     let mut v = std::collections::HashMap::new();
     for pair in raw.chunks(2) {
@@ -277,6 +290,7 @@ pub fn parse_args(raw: &[String]) -> Result<WatchArgs, String> {
         stdout: inherited_fd(num("stdout-fd")?)?,
         stderr: inherited_fd(num("stderr-fd")?)?,
         oom_file: v.get("oom-file").map(PathBuf::from),
+        oom_parent: v.get("oom-parent").map(PathBuf::from),
         stdin: match v.get("stdin-fd") {
             Some(fd) => Some(inherited_fd(
                 fd.parse().map_err(|e| format!("--stdin-fd: {e}"))?,
