@@ -48,6 +48,49 @@ impl Drop for Daemon {
 }
 
 pub fn start_daemon(pubd: &Published) -> Daemon {
+    let Setup {
+        dir,
+        config,
+        socket,
+        bridge,
+        subnet,
+    } = setup(pubd, "cgroup_parent = \"/podctl-cri-test\"\n");
+    let log = ok(std::fs::File::create(dir.path().join("daemon.log")));
+    let child = ok(Command::new(podctl_tests::workspace_bin("podctl"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .stderr(log)
+        .spawn());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not create {socket:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Daemon {
+        dir,
+        child,
+        socket,
+        bridge,
+        subnet,
+    }
+}
+
+/// A daemon's directories and configuration file, not yet started.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub bridge: String,
+    pub subnet: String,
+}
+
+/// Temporary directories, a CNI bridge conflist and a `podctl.toml`
+/// (registry mirrors pointing at `pubd`, plus `extra` TOML lines).
+pub fn setup(pubd: &Published, extra: &str) -> Setup {
     let dir = ok(tempfile::tempdir());
     let d = dir.path();
     let n = std::process::id() % 200 + 20;
@@ -70,8 +113,7 @@ pub fn start_daemon(pubd: &Published) -> Daemon {
         r#"socket = "{sock}"
 root = "{root}"
 state = "{state}"
-cgroup_parent = "/podctl-cri-test"
-log_level = "info,podctl=debug"
+{extra}log_level = "info,podctl=debug"
 
 [cni]
 conf_dir = "{cni}"
@@ -91,27 +133,12 @@ insecure = true
         host = pubd.host,
     );
     ok(std::fs::write(d.join("podctl.toml"), config));
-    let log = ok(std::fs::File::create(d.join("daemon.log")));
-    let child = ok(Command::new(podctl_tests::workspace_bin("podctl"))
-        .arg("serve")
-        .arg("--config")
-        .arg(d.join("podctl.toml"))
-        .stderr(log)
-        .spawn());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "daemon did not create {socket:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Daemon {
-        dir,
-        child,
+    Setup {
+        config: d.join("podctl.toml"),
         socket,
         bridge,
         subnet,
+        dir,
     }
 }
 

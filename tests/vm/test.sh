@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The VM suite from the host, in one command (as root):
+#   bash tests/vm/test.sh
+# Builds (or reuses) the VM image, builds podctl and the VM-only test
+# binaries on the host, boots the guest once and runs tests/vm/suite.sh in
+# it. Exits with the suite's exit code.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bash tests/vm/build.sh
+cargo build --workspace --bins
+bins=()
+for t in systemd_node; do
+	exe=$(cargo test -p podctl-cri --test "$t" --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p')
+	[ -n "$exe" ] || { echo "test.sh: no executable for test $t" >&2; exit 1; }
+	bins+=("$exe")
+done
+PODCTL_VM_TIMEOUT=${PODCTL_VM_TIMEOUT:-1500} bash tests/vm/run.sh -- bash tests/vm/suite.sh "${bins[@]}"
