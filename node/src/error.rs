@@ -36,6 +36,16 @@ pub enum NodeError {
         call: &'static str,
         status: tonic::Status,
     },
+    /// A call to the Kubernetes API server failed.
+    #[error("API server: {what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// The kubelet API server could not start (address, TLS files).
+    #[error("kubelet API: {reason}")]
+    Server { reason: String },
     /// Reading ConfigMaps, Secrets or tokens from their source failed.
     #[error("{what}: {reason}")]
     Source { what: String, reason: String },
@@ -67,5 +77,27 @@ impl<T> CriContext<T> for std::result::Result<tonic::Response<T>, tonic::Status>
     fn cri(self, call: &'static str) -> Result<T> {
         self.map(tonic::Response::into_inner)
             .map_err(|status| NodeError::Cri { call, status })
+    }
+}
+
+/// `.api("create Node n1")` on kube results.
+pub trait ApiContext<T> {
+    fn api(self, what: impl Into<String>) -> Result<T>;
+}
+
+impl<T> ApiContext<T> for std::result::Result<T, kube::Error> {
+    fn api(self, what: impl Into<String>) -> Result<T> {
+        self.map_err(|source| NodeError::Api {
+            what: what.into(),
+            source: Box::new(source),
+        })
+    }
+}
+
+/// The HTTP status code of an API error (409 Conflict, 404 Not Found...).
+pub fn api_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
     }
 }

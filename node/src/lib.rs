@@ -5,6 +5,7 @@
 //! it; only where ConfigMaps, Secrets and tokens come from
 //! ([`sources::Sources`]) and where status goes differ.
 
+pub mod agent;
 pub mod backoff;
 pub mod convert;
 pub mod cri;

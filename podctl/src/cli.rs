@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{images_cmd, pods, serve, supervise};
+use crate::{images_cmd, node_cmd, pods, serve, supervise};
 
 /// podctl: run Kubernetes pods with or without a cluster.
 #[derive(Parser, Debug)]
@@ -82,6 +82,8 @@ pub enum Command {
     /// Serve the CRI (RuntimeService, ImageService) on a unix socket.
     #[command(alias = "daemon")]
     Serve(serve::ServeArgs),
+    /// Join a Kubernetes cluster as a node, in place of the kubelet.
+    Node(node_cmd::NodeArgs),
 }
 
 impl Cli {
@@ -92,6 +94,11 @@ impl Cli {
         }
         match &self.command {
             Command::Serve(a) => a
+                .load()
+                .map(|c| c.log_level)
+                .unwrap_or_else(|_| "info".into()),
+            Command::Node(a) => a
+                .serve
                 .load()
                 .map(|c| c.log_level)
                 .unwrap_or_else(|_| "info".into()),
@@ -134,5 +141,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stop(a) => pods::stop(&pctx, a).await,
         Command::Rm(a) => pods::rm(&pctx, a).await,
         Command::Serve(a) => serve::serve(a).await,
+        Command::Node(a) => node_cmd::node(a).await,
     }
 }

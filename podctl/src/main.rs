@@ -4,6 +4,7 @@
 mod cli;
 mod images_cmd;
 mod manifest;
+mod node_cmd;
 mod pods;
 mod serve;
 mod stream;

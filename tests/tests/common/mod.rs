@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod podenv;
 pub mod proxy;
 

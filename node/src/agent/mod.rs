@@ -1,0 +1,212 @@
+//! The node agent (`podctl node`): this machine as a Kubernetes node in
+//! place of the kubelet, against a stock API server.
+//!
+//! - registers the Node (capacity, allocatable, addresses, nodeInfo,
+//!   labels) and keeps its conditions current every `status_update`;
+//! - renews its Lease in `kube-node-lease` every `lease_renew`;
+//! - watches the pods bound to it and runs each with the lifecycle engine
+//!   ([`pods::PodManager`]), patching status and posting Events;
+//! - serves the kubelet API ([`server`]).
+
+pub mod api;
+pub mod lease;
+pub mod node_status;
+pub mod pods;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::Client;
+
+use crate::cri::Cri;
+use crate::error::{api_code, ApiContext, Result};
+use crate::worker::WorkerConfig;
+
+/// The agent's settings.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub node_name: String,
+    /// The InternalIP the API server reaches the kubelet API at.
+    pub node_ip: String,
+    pub kubelet_addr: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    pub labels: BTreeMap<String, String>,
+    pub max_pods: u32,
+    pub status_update: Duration,
+    pub lease_renew: Duration,
+    pub lease_duration_secs: i32,
+    /// Filesystem whose size is the node's ephemeral-storage.
+    pub root: PathBuf,
+    pub runtime_version: String,
+    pub kubelet_version: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            node_name: String::new(),
+            node_ip: "127.0.0.1".into(),
+            kubelet_addr: SocketAddr::from(([0, 0, 0, 0], 10250)),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            client_ca: None,
+            labels: BTreeMap::new(),
+            max_pods: 110,
+            status_update: Duration::from_secs(10),
+            lease_renew: Duration::from_secs(10),
+            lease_duration_secs: 40,
+            root: PathBuf::from("/var/lib/podctl"),
+            runtime_version: format!("podctl://{}", env!("CARGO_PKG_VERSION")),
+            kubelet_version: format!("v1.24.0-podctl.{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Create the Node object, or bring an existing one up to date.
+pub async fn register(client: &Client, cfg: &AgentConfig) -> Result<Node> {
+    let api: Api<Node> = Api::all(client.clone());
+    let now = crate::status::now();
+    let m = node_status::Machine::read(&cfg.root);
+    let node = node_status::node(cfg, &m, &now);
+    let created = match api.create(&PostParams::default(), &node).await {
+        Ok(n) => n,
+        Err(e) if api_code(&e) == Some(409) => {
+            let patch = serde_json::json!({"metadata": {"labels": node.metadata.labels}});
+            api.patch(
+                &cfg.node_name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .api(format!("update Node {}", cfg.node_name))?
+        }
+        Err(e) => return Err(e).api(format!("register Node {}", cfg.node_name)),
+    };
+    // Status is a subresource: create ignores it.
+    let patch = serde_json::json!({"status": node.status});
+    let n = api
+        .patch_status(
+            &cfg.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .api(format!("Node {} status", cfg.node_name))?;
+    tracing::info!(node = %cfg.node_name, uid = ?created.metadata.uid, "node registered");
+    Ok(n)
+}
+
+/// Update the node's status (conditions' heartbeats, capacity).
+pub async fn update_status(client: &Client, cfg: &AgentConfig, last: &Node) -> Result<Node> {
+    let api: Api<Node> = Api::all(client.clone());
+    let now = crate::status::now();
+    let m = node_status::Machine::read(&cfg.root);
+    let mut st = node_status::status(cfg, &m, &now);
+    if let (Some(new), Some(old)) = (
+        st.conditions.as_mut(),
+        last.status.as_ref().and_then(|s| s.conditions.as_ref()),
+    ) {
+        node_status::carry_transitions(new, old);
+    }
+    let patch = serde_json::json!({"status": st});
+    api.patch_status(
+        &cfg.node_name,
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .api(format!("Node {} status", cfg.node_name))
+}
+
+/// Run the agent until `shutdown` resolves.
+pub async fn run<C: Cri>(
+    cri: C,
+    client: Client,
+    cfg: AgentConfig,
+    mut worker: WorkerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    worker.node_name = cfg.node_name.clone();
+    worker.host_ip = cfg.node_ip.clone();
+    let mut node = register(&client, &cfg).await?;
+    lease::renew(&client, &node, cfg.lease_duration_secs).await?;
+    let uid = node.metadata.uid.clone().unwrap_or_default();
+    api::node_event(
+        &client,
+        &cfg.node_name,
+        &uid,
+        "Starting",
+        "Starting podctl node agent.".into(),
+    )
+    .await;
+
+    let events = Arc::new(api::ApiEvents::start(client.clone(), cfg.node_name.clone()));
+    let sources = Arc::new(api::ApiSources {
+        client: client.clone(),
+    });
+    let manager = Arc::new(pods::PodManager::new(
+        cri.clone(),
+        client.clone(),
+        cfg.node_name.clone(),
+        worker,
+        sources,
+        events,
+    ));
+    let kubelet = Arc::new(server::Kubelet {
+        cri,
+        client: client.clone(),
+        node: cfg.node_name.clone(),
+        pods: manager.view.clone(),
+    });
+    let server_cfg = server::ServerConfig {
+        addr: cfg.kubelet_addr,
+        cert: cfg.tls_cert.clone(),
+        key: cfg.tls_key.clone(),
+        client_ca: cfg.client_ca.clone(),
+    };
+    let server = tokio::spawn(server::serve(kubelet, server_cfg));
+    let watch = tokio::spawn(manager.clone().run());
+
+    let heartbeat = {
+        let client = client.clone();
+        let cfg = cfg.clone();
+        async move {
+            let mut status_tick = tokio::time::interval(cfg.status_update);
+            let mut lease_tick = tokio::time::interval(cfg.lease_renew);
+            loop {
+                tokio::select! {
+                    _ = status_tick.tick() => match update_status(&client, &cfg, &node).await {
+                        Ok(n) => node = n,
+                        Err(e) => tracing::warn!(error = %e, "node status"),
+                    },
+                    _ = lease_tick.tick() => {
+                        if let Err(e) = lease::renew(&client, &node, cfg.lease_duration_secs).await {
+                            tracing::warn!(error = %e, "lease");
+                        }
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = heartbeat => {}
+        () = shutdown => tracing::info!("node agent stopping"),
+        r = server => {
+            watch.abort();
+            return match r {
+                Ok(r) => r,
+                Err(e) => Err(crate::NodeError::Server { reason: e.to_string() }),
+            };
+        }
+    }
+    watch.abort();
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! The Node object as the kubelet registers and updates it: capacity and
+//! allocatable read off the machine, addresses, nodeInfo, labels and the
+//! Ready / MemoryPressure / DiskPressure / PIDPressure conditions.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    NodeSystemInfo,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+use super::AgentConfig;
+
+/// What the machine has, read from /proc and statvfs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Machine {
+    pub cpus: u64,
+    pub memory_bytes: u64,
+    pub memory_available: u64,
+    pub disk_bytes: u64,
+    pub disk_available: u64,
+    pub pids: u64,
+    pub pid_max: u64,
+    pub kernel: String,
+    pub os_image: String,
+    pub machine_id: String,
+    pub boot_id: String,
+}
+
+fn meminfo(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(0)
+}
+
+fn first_line(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().next().unwrap_or("").trim().to_string())
+        .unwrap_or_default()
+}
+
+impl Machine {
+    /// Read the machine; disk figures are for the filesystem holding `root`.
+    pub fn read(root: &Path) -> Machine {
+        let (disk_bytes, disk_available) = nix::sys::statvfs::statvfs(root)
+            .map(|s| {
+                let f = s.fragment_size();
+                (s.blocks() * f, s.blocks_available() * f)
+            })
+            .unwrap_or((0, 0));
+        let os_image = std::fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix("PRETTY_NAME=")
+                        .map(|v| v.trim_matches('"').to_string())
+                })
+            })
+            .unwrap_or_else(|| "Linux".into());
+        let pids = std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+                    .count() as u64
+            })
+            .unwrap_or(0);
+        Machine {
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get() as u64)
+                .unwrap_or(1),
+            memory_bytes: meminfo("MemTotal:"),
+            memory_available: meminfo("MemAvailable:"),
+            disk_bytes,
+            disk_available,
+            pids,
+            pid_max: first_line("/proc/sys/kernel/pid_max")
+                .parse()
+                .unwrap_or(32768),
+            kernel: first_line("/proc/sys/kernel/osrelease"),
+            os_image,
+            machine_id: first_line("/etc/machine-id"),
+            boot_id: first_line("/proc/sys/kernel/random/boot_id"),
+        }
+    }
+}
+
+fn q(s: impl Into<String>) -> Quantity {
+    Quantity(s.into())
+}
+
+fn condition(kind: &str, on: bool, reason: &str, message: &str, now: &Time) -> NodeCondition {
+    NodeCondition {
+        type_: kind.into(),
+        status: if on { "True" } else { "False" }.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_heartbeat_time: Some(now.clone()),
+        last_transition_time: Some(now.clone()),
+    }
+}
+
+/// The node's conditions now (eviction thresholds as the kubelet's
+/// defaults: memory.available < 100Mi, nodefs.available < 10%, pids in
+/// use > 90% of pid_max).
+pub fn conditions(m: &Machine, now: &Time) -> Vec<NodeCondition> {
+    let memory = m.memory_available < 100 << 20;
+    let disk = m.disk_bytes > 0 && m.disk_available * 10 < m.disk_bytes;
+    let pids = m.pids * 10 > m.pid_max * 9;
+    vec![
+        condition(
+            "MemoryPressure",
+            memory,
+            if memory {
+                "KubeletHasInsufficientMemory"
+            } else {
+                "KubeletHasSufficientMemory"
+            },
+            if memory {
+                "node has memory pressure"
+            } else {
+                "node has sufficient memory available"
+            },
+            now,
+        ),
+        condition(
+            "DiskPressure",
+            disk,
+            if disk {
+                "KubeletHasDiskPressure"
+            } else {
+                "KubeletHasNoDiskPressure"
+            },
+            if disk {
+                "node has disk pressure"
+            } else {
+                "node has no disk pressure"
+            },
+            now,
+        ),
+        condition(
+            "PIDPressure",
+            pids,
+            if pids {
+                "KubeletHasInsufficientPID"
+            } else {
+                "KubeletHasSufficientPID"
+            },
+            if pids {
+                "node has PID pressure"
+            } else {
+                "node has sufficient PID available"
+            },
+            now,
+        ),
+        condition(
+            "Ready",
+            true,
+            "KubeletReady",
+            "podctl is posting ready status",
+            now,
+        ),
+    ]
+}
+
+/// Keep a condition's lastTransitionTime when its status did not change.
+pub fn carry_transitions(new: &mut [NodeCondition], old: &[NodeCondition]) {
+    for c in new {
+        if let Some(o) = old.iter().find(|o| o.type_ == c.type_) {
+            if o.status == c.status {
+                c.last_transition_time = o.last_transition_time.clone();
+            }
+        }
+    }
+}
+
+/// The status part: capacity, allocatable, addresses, nodeInfo, conditions.
+pub fn status(cfg: &AgentConfig, m: &Machine, now: &Time) -> NodeStatus {
+    let capacity: BTreeMap<String, Quantity> = [
+        ("cpu".to_string(), q(m.cpus.to_string())),
+        (
+            "memory".to_string(),
+            q(format!("{}Ki", m.memory_bytes / 1024)),
+        ),
+        ("pods".to_string(), q(cfg.max_pods.to_string())),
+        (
+            "ephemeral-storage".to_string(),
+            q(format!("{}Ki", m.disk_bytes / 1024)),
+        ),
+    ]
+    .into();
+    // Allocatable: capacity less the kubelet's default hard eviction
+    // reserve for memory (100Mi); the rest as is.
+    let mut allocatable = capacity.clone();
+    allocatable.insert(
+        "memory".into(),
+        q(format!(
+            "{}Ki",
+            m.memory_bytes.saturating_sub(100 << 20) / 1024
+        )),
+    );
+    NodeStatus {
+        capacity: Some(capacity),
+        allocatable: Some(allocatable),
+        addresses: Some(vec![
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: cfg.node_ip.clone(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: cfg.node_name.clone(),
+            },
+        ]),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(cfg.kubelet_addr.port()),
+            }),
+        }),
+        node_info: Some(NodeSystemInfo {
+            architecture: std::env::consts::ARCH
+                .replace("x86_64", "amd64")
+                .replace("aarch64", "arm64"),
+            operating_system: "linux".into(),
+            kernel_version: m.kernel.clone(),
+            os_image: m.os_image.clone(),
+            machine_id: m.machine_id.clone(),
+            boot_id: m.boot_id.clone(),
+            system_uuid: m.machine_id.clone(),
+            container_runtime_version: cfg.runtime_version.clone(),
+            kubelet_version: cfg.kubelet_version.clone(),
+            ..Default::default()
+        }),
+        conditions: Some(conditions(m, now)),
+        ..Default::default()
+    }
+}
+
+/// The Node object to register.
+pub fn node(cfg: &AgentConfig, m: &Machine, now: &Time) -> Node {
+    let arch = std::env::consts::ARCH
+        .replace("x86_64", "amd64")
+        .replace("aarch64", "arm64");
+    let mut labels: BTreeMap<String, String> = [
+        ("kubernetes.io/hostname".to_string(), cfg.node_name.clone()),
+        ("kubernetes.io/os".to_string(), "linux".to_string()),
+        ("kubernetes.io/arch".to_string(), arch.clone()),
+        ("beta.kubernetes.io/os".to_string(), "linux".to_string()),
+        ("beta.kubernetes.io/arch".to_string(), arch),
+    ]
+    .into();
+    labels.extend(cfg.labels.clone());
+    Node {
+        metadata: ObjectMeta {
+            name: Some(cfg.node_name.clone()),
+            labels: Some(labels),
+            annotations: Some(
+                [(
+                    "volumes.kubernetes.io/controller-managed-attach-detach".to_string(),
+                    "true".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        spec: None,
+        status: Some(status(cfg, m, now)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pressure_follows_the_eviction_thresholds() {
+        let now = crate::status::now();
+        let m = Machine {
+            memory_available: 1 << 30,
+            disk_bytes: 100,
+            disk_available: 50,
+            pids: 10,
+            pid_max: 100,
+            ..Default::default()
+        };
+        let st = |c: &[NodeCondition], k: &str| {
+            c.iter().find(|x| x.type_ == k).map(|x| x.status.clone())
+        };
+        let c = conditions(&m, &now);
+        assert_eq!(st(&c, "Ready").as_deref(), Some("True"));
+        assert_eq!(st(&c, "MemoryPressure").as_deref(), Some("False"));
+        let tight = Machine {
+            memory_available: 50 << 20,
+            disk_available: 5,
+            pids: 95,
+            ..m
+        };
+        let c = conditions(&tight, &now);
+        for k in ["MemoryPressure", "DiskPressure", "PIDPressure"] {
+            assert_eq!(st(&c, k).as_deref(), Some("True"), "{k}");
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Pods bound to this node: watched from the API server (kube-runtime's
+//! watcher: resourceVersion, bookmarks, relist on 410 Gone), each run by a
+//! pod worker of the lifecycle engine, its status patched back (status
+//! subresource, UID-guarded, retried), graceful deletion honoured.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::watcher::{self, Event as WatchEvent};
+use kube::runtime::WatchStreamExt;
+use kube::Client;
+use podctl_cri::proto;
+use tokio::sync::watch;
+use tonic::Request;
+
+use crate::cri::Cri;
+use crate::error::api_code;
+use crate::events::EventSink;
+use crate::sources::Sources;
+use crate::worker::{PodWorker, Stop, WorkerConfig};
+
+/// One pod this node runs.
+struct Handle {
+    stop: watch::Sender<Option<Stop>>,
+    /// Delete the API object once the containers are gone.
+    delete_after: bool,
+}
+
+/// What the kubelet API's `/pods` shows: the pods with their latest status.
+pub type PodView = Arc<Mutex<BTreeMap<String, Pod>>>;
+
+pub struct PodManager<C: Cri> {
+    pub cri: C,
+    pub client: Client,
+    pub node_name: String,
+    pub worker: WorkerConfig,
+    pub sources: Arc<dyn Sources>,
+    pub events: Arc<dyn EventSink>,
+    pub view: PodView,
+    handles: Arc<Mutex<BTreeMap<String, Handle>>>,
+}
+
+fn uid_of(p: &Pod) -> String {
+    p.metadata.uid.clone().unwrap_or_default()
+}
+
+fn key(p: &Pod) -> (String, String) {
+    (
+        p.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        p.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+fn terminal(p: &Pod) -> bool {
+    matches!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+impl<C: Cri> PodManager<C> {
+    pub fn new(
+        cri: C,
+        client: Client,
+        node_name: String,
+        worker: WorkerConfig,
+        sources: Arc<dyn Sources>,
+        events: Arc<dyn EventSink>,
+    ) -> Self {
+        PodManager {
+            cri,
+            client,
+            node_name,
+            worker,
+            sources,
+            events,
+            view: Arc::new(Mutex::new(BTreeMap::new())),
+            handles: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// Watch this node's pods until the stream ends (never, normally).
+    pub async fn run(self: Arc<Self>) {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node_name));
+        let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(WatchEvent::Apply(p) | WatchEvent::InitApply(p)) => self.apply(p),
+                Ok(WatchEvent::Delete(p)) => self.gone(&p),
+                Ok(WatchEvent::Init | WatchEvent::InitDone) => {}
+                Err(e) => tracing::warn!(error = %e, "pod watch (retrying)"),
+            }
+        }
+    }
+
+    fn apply(self: &Arc<Self>, pod: Pod) {
+        let uid = uid_of(&pod);
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = handles.get_mut(&uid) {
+            if deleting && !h.delete_after {
+                h.delete_after = true;
+                let grace = pod
+                    .metadata
+                    .deletion_grace_period_seconds
+                    .map(|s| Duration::from_secs(s.max(0) as u64));
+                tracing::info!(pod = ?key(&pod), ?grace, "pod deleted: stopping");
+                let _ = h.stop.send(Some(Stop { grace }));
+            }
+            return;
+        }
+        if deleting {
+            // Nothing of it runs here (any more): let it go.
+            let this = self.clone();
+            tokio::spawn(async move { this.finish(&pod, true).await });
+            return;
+        }
+        if terminal(&pod) {
+            return;
+        }
+        let (stop_tx, stop_rx) = watch::channel(None);
+        handles.insert(
+            uid.clone(),
+            Handle {
+                stop: stop_tx,
+                delete_after: false,
+            },
+        );
+        drop(handles);
+        let this = self.clone();
+        tokio::spawn(async move { this.drive(pod, stop_rx).await });
+    }
+
+    fn gone(&self, pod: &Pod) {
+        let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = handles.get(&uid_of(pod)) {
+            tracing::info!(pod = ?key(pod), "pod removed from the API: stopping now");
+            let _ = h.stop.send(Some(Stop {
+                grace: Some(Duration::ZERO),
+            }));
+        }
+    }
+
+    /// Run one pod through its worker, reporting status as it changes.
+    async fn drive(self: Arc<Self>, pod: Pod, stop: watch::Receiver<Option<Stop>>) {
+        let uid = uid_of(&pod);
+        let (ns, name) = key(&pod);
+        let made = PodWorker::new(
+            self.cri.clone(),
+            self.worker.clone(),
+            pod.clone(),
+            self.sources.clone(),
+            self.events.clone(),
+        );
+        let (worker, mut status) = match made {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "cannot run pod");
+                self.handles
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&uid);
+                return;
+            }
+        };
+        self.show(&pod, None);
+        let reporter = {
+            let this = self.clone();
+            let pod = pod.clone();
+            tokio::spawn(async move {
+                loop {
+                    let st = status.borrow_and_update().clone();
+                    this.show(&pod, Some(st.clone()));
+                    this.patch_status(&pod, &st).await;
+                    if status.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        let last = worker.run(stop).await;
+        reporter.abort();
+        self.show(&pod, Some(last.clone()));
+        self.patch_status(&pod, &last).await;
+        let delete = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&uid)
+            .is_some_and(|h| h.delete_after);
+        self.finish(&pod, delete).await;
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&uid);
+    }
+
+    /// Record the pod (and its status) for `/pods`.
+    fn show(&self, pod: &Pod, status: Option<PodStatus>) {
+        let mut p = pod.clone();
+        if status.is_some() {
+            p.status = status;
+        }
+        self.view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid_of(pod), p);
+    }
+
+    /// Patch `status` (guarded by the pod's UID), retrying transient errors.
+    async fn patch_status(&self, pod: &Pod, st: &PodStatus) {
+        let (ns, name) = key(pod);
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let body = serde_json::json!({"metadata": {"uid": uid_of(pod)}, "status": st});
+        for attempt in 0..5u32 {
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
+                Ok(_) => return,
+                // Gone, or a different pod of the same name now.
+                Err(e) if matches!(api_code(&e), Some(404 | 409 | 422)) => {
+                    tracing::debug!(pod = %format!("{ns}/{name}"), error = %e, "status not patched");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %format!("{ns}/{name}"), attempt, error = %e, "patching status");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+            }
+        }
+    }
+
+    /// The pod is done here: remove its sandboxes and, when it is being
+    /// deleted, the API object (grace 0, UID precondition).
+    async fn finish(&self, pod: &Pod, delete: bool) {
+        let uid = uid_of(pod);
+        let (ns, name) = key(pod);
+        let filter = proto::PodSandboxFilter {
+            label_selector: [("io.kubernetes.pod.uid".to_string(), uid.clone())].into(),
+            ..Default::default()
+        };
+        if let Ok(list) = self
+            .cri
+            .list_pod_sandbox(Request::new(proto::ListPodSandboxRequest {
+                filter: Some(filter),
+            }))
+            .await
+        {
+            for sb in list.into_inner().items {
+                let _ = self
+                    .cri
+                    .stop_pod_sandbox(Request::new(proto::StopPodSandboxRequest {
+                        pod_sandbox_id: sb.id.clone(),
+                    }))
+                    .await;
+                if let Err(s) = self
+                    .cri
+                    .remove_pod_sandbox(Request::new(proto::RemovePodSandboxRequest {
+                        pod_sandbox_id: sb.id.clone(),
+                    }))
+                    .await
+                {
+                    tracing::warn!(pod = %format!("{ns}/{name}"), error = %s.message(), "removing sandbox");
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.worker.pods_root.join(&uid));
+        self.view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&uid);
+        if delete {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match api.delete(&name, &dp).await {
+                Ok(_) => tracing::info!(pod = %format!("{ns}/{name}"), "pod deleted"),
+                Err(e) if matches!(api_code(&e), Some(404 | 409)) => {}
+                Err(e) => tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "deleting pod"),
+            }
+        }
+    }
+}

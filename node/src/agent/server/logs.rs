@@ -1,0 +1,225 @@
+//! `/containerLogs/{ns}/{pod}/{container}`: the container's CRI log file
+//! turned back into its output, with the kubelet's `follow`, `tailLines`,
+//! `sinceSeconds`, `timestamps`, `limitBytes` and `previous`.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+/// The query options.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogOptions {
+    pub follow: bool,
+    pub tail_lines: Option<usize>,
+    pub since_seconds: Option<i64>,
+    pub timestamps: bool,
+    pub limit_bytes: Option<usize>,
+    pub previous: bool,
+}
+
+impl LogOptions {
+    pub fn from_query(q: &HashMap<String, Vec<String>>) -> LogOptions {
+        let one = |k: &str| q.get(k).and_then(|v| v.first()).map(String::as_str);
+        let flag = |k: &str| one(k).is_some_and(|v| v == "true" || v == "1");
+        LogOptions {
+            follow: flag("follow"),
+            tail_lines: one("tailLines").and_then(|v| v.parse().ok()),
+            since_seconds: one("sinceSeconds").and_then(|v| v.parse().ok()),
+            timestamps: flag("timestamps"),
+            limit_bytes: one("limitBytes").and_then(|v| v.parse().ok()),
+            previous: flag("previous"),
+        }
+    }
+}
+
+/// One CRI log record: `<RFC 3339 nano> <stream> <P|F> <text>`.
+struct Record<'a> {
+    time: &'a str,
+    partial: bool,
+    text: &'a str,
+}
+
+fn parse(line: &str) -> Option<Record<'_>> {
+    let mut it = line.splitn(4, ' ');
+    let time = it.next()?;
+    let _stream = it.next()?;
+    let tag = it.next()?;
+    let text = it.next().unwrap_or("");
+    Some(Record {
+        time,
+        partial: tag == "P",
+        text,
+    })
+}
+
+fn unix_seconds(rfc3339: &str) -> Option<i64> {
+    rfc3339
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_second())
+}
+
+/// Turn complete CRI records into output lines (a partial record is
+/// joined with the ones after it).
+fn render(text: &str, o: &LogOptions, since: Option<i64>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = String::new();
+    let mut first_time: Option<&str> = None;
+    for l in text.lines() {
+        let Some(r) = parse(l) else { continue };
+        if let Some(s) = since {
+            if unix_seconds(r.time).is_some_and(|t| t < s) {
+                continue;
+            }
+        }
+        first_time.get_or_insert(r.time);
+        pending.push_str(r.text);
+        if r.partial {
+            continue;
+        }
+        let mut line = String::new();
+        if o.timestamps {
+            line.push_str(first_time.unwrap_or(r.time));
+            line.push(' ');
+        }
+        line.push_str(&pending);
+        line.push('\n');
+        out.push(line);
+        pending.clear();
+        first_time = None;
+    }
+    out
+}
+
+/// The whole (non-follow) answer.
+pub fn read_all(path: &Path, o: &LogOptions) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    let since = o
+        .since_seconds
+        .map(|s| jiff::Timestamp::now().as_second() - s);
+    let mut lines = render(&text, o, since);
+    if let Some(n) = o.tail_lines {
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    let mut s = lines.concat();
+    if let Some(n) = o.limit_bytes {
+        s.truncate(n.min(s.len()));
+    }
+    Ok(s)
+}
+
+/// Follow: the answer so far, then new complete lines as they come,
+/// until `running` says the container stopped and the file is drained, or
+/// the reader went away.
+pub fn follow(
+    path: PathBuf,
+    o: LogOptions,
+    running: impl Fn() -> futures::future::BoxFuture<'static, bool> + Send + 'static,
+) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        let Ok(head) = read_all(
+            &path,
+            &LogOptions {
+                follow: false,
+                limit_bytes: None,
+                ..o.clone()
+            },
+        ) else {
+            return;
+        };
+        if tx.send(Bytes::from(head)).await.is_err() {
+            return;
+        }
+        let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let mut carry = String::new();
+        loop {
+            let chunk = read_from(&path, &mut offset);
+            let done = chunk.is_empty() && !running().await;
+            carry.push_str(&chunk);
+            // Only whole lines; keep a trailing fragment for next time.
+            let cut = carry.rfind('\n').map(|i| i + 1).unwrap_or(0);
+            if cut > 0 {
+                let whole: String = carry.drain(..cut).collect();
+                let out = render(&whole, &o, None).concat();
+                if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
+                    return;
+                }
+            }
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    rx
+}
+
+fn read_from(path: &Path, offset: &mut u64) -> String {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len < *offset {
+        *offset = 0; // rotated or truncated
+    }
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(*offset)).is_ok() && f.read_to_end(&mut buf).is_ok() {
+        *offset += buf.len() as u64;
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "2026-01-01T00:00:00.000000001Z stdout F one\n\
+2026-01-01T00:00:01.000000000Z stderr P tw\n\
+2026-01-01T00:00:01.500000000Z stderr F o\n\
+2026-01-01T00:00:02.000000000Z stdout F three\n";
+
+    #[test]
+    fn records_become_lines_with_options() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = dir.path().join("0.log");
+        std::fs::write(&p, LOG).unwrap_or_else(|e| panic!("{e}"));
+        let all = |o: LogOptions| read_all(&p, &o).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(all(LogOptions::default()), "one\ntwo\nthree\n");
+        assert_eq!(
+            all(LogOptions {
+                tail_lines: Some(2),
+                ..Default::default()
+            }),
+            "two\nthree\n"
+        );
+        assert_eq!(
+            all(LogOptions {
+                timestamps: true,
+                tail_lines: Some(1),
+                ..Default::default()
+            }),
+            "2026-01-01T00:00:02.000000000Z three\n"
+        );
+        assert_eq!(
+            all(LogOptions {
+                limit_bytes: Some(5),
+                ..Default::default()
+            }),
+            "one\nt"
+        );
+        // Everything is older than 10 s ago.
+        assert_eq!(
+            all(LogOptions {
+                since_seconds: Some(10),
+                ..Default::default()
+            }),
+            ""
+        );
+    }
+}

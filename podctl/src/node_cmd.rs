@@ -1,0 +1,110 @@
+//! `podctl node`: the node agent in place of the kubelet. It opens the
+//! runtime and image store as `podctl serve` does (same configuration
+//! file), serves the CRI socket too (for crictl), and drives pods through
+//! that same in-process CRI service.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use podctl_cri::{server, CriService};
+use podctl_node::agent::{self, AgentConfig};
+use podctl_node::worker::WorkerConfig;
+
+use crate::serve::ServeArgs;
+
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// Credentials of this node (`system:node:<name>` in `system:nodes`).
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The address the API server reaches this node at (InternalIP).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub node_ip: String,
+    /// The kubelet API's listen address.
+    #[arg(long, default_value = "0.0.0.0:10250")]
+    pub kubelet_address: SocketAddr,
+    /// The kubelet API's serving certificate and key (PEM).
+    #[arg(long)]
+    pub tls_cert_file: PathBuf,
+    #[arg(long)]
+    pub tls_private_key_file: PathBuf,
+    /// CA that signs client certificates (the API server's kubelet client).
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Extra node labels (`key=value`, repeatable).
+    #[arg(long = "node-label")]
+    pub labels: Vec<String>,
+    /// Seconds between node status updates.
+    #[arg(long, default_value_t = 10)]
+    pub node_status_update_frequency: u64,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+fn host_name() -> String {
+    nix_hostname().unwrap_or_else(|| "localhost".into())
+}
+
+fn nix_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_lowercase())
+        .filter(|s| !s.is_empty())
+}
+
+pub async fn node(a: NodeArgs) -> anyhow::Result<()> {
+    let cfg = a.serve.load()?;
+    let socket = cfg.socket.clone();
+    let log_root = PathBuf::from("/var/log/pods");
+    let pods_root = cfg.root.join("pods");
+    let svc = CriService::new(cfg).context("opening the runtime and image store")?;
+    crate::stream::start(&svc).await?;
+    let listener = server::bind(&socket)?;
+    let cri_server = tokio::spawn(server::serve(
+        svc.clone(),
+        listener,
+        std::future::pending::<()>(),
+    ));
+
+    let kc = Kubeconfig::read_from(&a.kubeconfig)
+        .with_context(|| format!("reading {}", a.kubeconfig.display()))?;
+    let kcfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("kubeconfig {}", a.kubeconfig.display()))?;
+    let client = kube::Client::try_from(kcfg).context("API client")?;
+
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &a.labels {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--node-label {l:?}: want key=value"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let acfg = AgentConfig {
+        node_name: a.node_name.clone().unwrap_or_else(host_name),
+        node_ip: a.node_ip.clone(),
+        kubelet_addr: a.kubelet_address,
+        tls_cert: a.tls_cert_file.clone(),
+        tls_key: a.tls_private_key_file.clone(),
+        client_ca: a.client_ca_file.clone(),
+        labels,
+        status_update: Duration::from_secs(a.node_status_update_frequency.max(1)),
+        ..Default::default()
+    };
+    let worker = WorkerConfig {
+        log_root,
+        pods_root,
+        ..Default::default()
+    };
+    tracing::info!(node = %acfg.node_name, "starting node agent");
+    let r = agent::run(svc, client, acfg, worker, crate::serve::shutdown_signal()).await;
+    cri_server.abort();
+    r.map_err(Into::into)
+}

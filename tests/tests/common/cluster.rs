@@ -1,0 +1,349 @@
+//! A throw-away control plane for the node agent test: a CA and
+//! certificates made with openssl, a stock etcd, kube-apiserver (Node and
+//! RBAC authorizers, NodeRestriction), kube-controller-manager and
+//! kube-scheduler on loopback, and kubectl to drive them.
+//!
+//! Binaries are looked up as envtest does: `$KUBEBUILDER_ASSETS`, then
+//! `/usr/local/kubebuilder/bin`, then `$PATH` (Debian's `etcd-server`
+//! package puts etcd in /usr/bin).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BINARIES: [&str; 5] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+];
+
+/// Where a control-plane binary is, if anywhere.
+pub fn find(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(d) = std::env::var_os("KUBEBUILDER_ASSETS") {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.push(PathBuf::from("/usr/local/kubebuilder/bin"));
+    if let Some(p) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&p));
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("free port: {e}"))
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Certificates signed by one CA, in `dir`.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Pki {
+        let d = dir.to_path_buf();
+        run(Command::new("openssl")
+            .current_dir(&d)
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+            ])
+            .args([
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=podctl-test-ca",
+            ]));
+        run(Command::new("openssl")
+            .current_dir(&d)
+            .args(["genrsa", "-out", "sa.key", "2048"]));
+        run(Command::new("openssl")
+            .current_dir(&d)
+            .args(["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]));
+        Pki { dir: d }
+    }
+
+    /// `<name>.crt` / `<name>.key` for `subject`; a server certificate for
+    /// loopback when `server`, else a client certificate.
+    pub fn cert(&self, name: &str, subject: &str, server: bool) -> (PathBuf, PathBuf) {
+        let d = &self.dir;
+        run(Command::new("openssl")
+            .current_dir(d)
+            .args(["req", "-newkey", "rsa:2048", "-nodes", "-keyout"])
+            .arg(format!("{name}.key"))
+            .arg("-out")
+            .arg(format!("{name}.csr"))
+            .args(["-subj", subject]));
+        let ext = if server {
+            "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n"
+        } else {
+            "extendedKeyUsage=clientAuth\n"
+        };
+        let ext_file = d.join(format!("{name}.ext"));
+        std::fs::write(&ext_file, ext).unwrap_or_else(|e| panic!("{e}"));
+        run(Command::new("openssl")
+            .current_dir(d)
+            .args(["x509", "-req", "-in"])
+            .arg(format!("{name}.csr"))
+            .args([
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+            ])
+            .arg(format!("{name}.crt"))
+            .arg("-extfile")
+            .arg(&ext_file));
+        (d.join(format!("{name}.crt")), d.join(format!("{name}.key")))
+    }
+
+    /// A kubeconfig for a client certificate.
+    pub fn kubeconfig(&self, name: &str, server: &str, crt: &Path, key: &Path) -> PathBuf {
+        let p = self.dir.join(format!("{name}.kubeconfig"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
+             users:\n- name: {name}\n  user:\n    client-certificate: {crt}\n    client-key: {key}\n\
+             contexts:\n- name: test\n  context:\n    cluster: test\n    user: {name}\ncurrent-context: test\n",
+            ca = self.dir.join("ca.crt").display(),
+            crt = crt.display(),
+            key = key.display(),
+        );
+        std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+        p
+    }
+}
+
+/// Child processes killed (by PID) on drop.
+#[derive(Default)]
+pub struct Procs(pub Vec<(String, Child)>);
+
+impl Procs {
+    pub fn spawn(&mut self, name: &str, log_dir: &Path, cmd: &mut Command) {
+        let log = std::fs::File::create(log_dir.join(format!("{name}.log")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        self.0.push((name.to_string(), child));
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        // Last started first: the node before the control plane.
+        for (_, c) in self.0.iter_mut().rev() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The control plane.
+pub struct Cluster {
+    pub pki: Pki,
+    pub server: String,
+    pub admin: PathBuf,
+    pub kubectl: PathBuf,
+    pub procs: Procs,
+}
+
+impl Cluster {
+    pub fn start(dir: &Path) -> Cluster {
+        let bin = |n: &str| find(n).unwrap_or_else(|| panic!("{n} not found"));
+        let pki = Pki::new(dir);
+        let (api_crt, api_key) = pki.cert("apiserver", "/CN=kube-apiserver", true);
+        let (kc_crt, kc_key) = pki.cert(
+            "apiserver-kubelet-client",
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
+            false,
+        );
+        let (adm_crt, adm_key) = pki.cert("admin", "/O=system:masters/CN=admin", false);
+        let etcd_port = free_port();
+        let peer_port = free_port();
+        let api_port = free_port();
+        let server = format!("https://127.0.0.1:{api_port}");
+        let admin = pki.kubeconfig("admin", &server, &adm_crt, &adm_key);
+        let mut procs = Procs::default();
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        procs.spawn(
+            "etcd",
+            dir,
+            Command::new(bin("etcd"))
+                .arg("--data-dir")
+                .arg(dir.join("etcd"))
+                .args([
+                    "--listen-client-urls",
+                    &etcd_url,
+                    "--advertise-client-urls",
+                    &etcd_url,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer_url,
+                    "--initial-advertise-peer-urls",
+                    &peer_url,
+                ])
+                .arg(format!("--initial-cluster=default={peer_url}")),
+        );
+        let p = |f: &str| dir.join(f).display().to_string();
+        procs.spawn(
+            "kube-apiserver",
+            dir,
+            Command::new(bin("kube-apiserver")).args([
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={api_port}"),
+                format!("--cert-dir={}", p("apiserver-certs")),
+                format!("--tls-cert-file={}", api_crt.display()),
+                format!("--tls-private-key-file={}", api_key.display()),
+                format!("--client-ca-file={}", p("ca.crt")),
+                format!("--service-account-key-file={}", p("sa.pub")),
+                format!("--service-account-signing-key-file={}", p("sa.key")),
+                "--service-account-issuer=https://kubernetes.default.svc".into(),
+                "--authorization-mode=Node,RBAC".into(),
+                "--enable-admission-plugins=NodeRestriction".into(),
+                format!("--kubelet-client-certificate={}", kc_crt.display()),
+                format!("--kubelet-client-key={}", kc_key.display()),
+                "--kubelet-preferred-address-types=InternalIP".into(),
+                "--service-cluster-ip-range=10.96.0.0/16".into(),
+                "--allow-privileged=true".into(),
+            ]),
+        );
+        let kubectl = bin("kubectl");
+        let c = Cluster {
+            pki,
+            server,
+            admin,
+            kubectl,
+            procs,
+        };
+        c.wait("the API server", 90, || {
+            c.kubectl(&["get", "--raw", "/readyz"]).is_ok()
+        });
+        let admin_s = c.admin.display().to_string();
+        let mut c = c;
+        c.procs.spawn(
+            "kube-controller-manager",
+            dir,
+            Command::new(bin("kube-controller-manager")).args([
+                format!("--kubeconfig={admin_s}"),
+                format!("--authentication-kubeconfig={admin_s}"),
+                format!("--authorization-kubeconfig={admin_s}"),
+                format!("--service-account-private-key-file={}", p("sa.key")),
+                format!("--root-ca-file={}", p("ca.crt")),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", free_port()),
+                "--controllers=*".into(),
+            ]),
+        );
+        c.procs.spawn(
+            "kube-scheduler",
+            dir,
+            Command::new(bin("kube-scheduler")).args([
+                format!("--kubeconfig={admin_s}"),
+                format!("--authentication-kubeconfig={admin_s}"),
+                format!("--authorization-kubeconfig={admin_s}"),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", free_port()),
+            ]),
+        );
+        c
+    }
+
+    /// kubectl as admin: stdout, or stderr as the error.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.admin)
+            .args(["--request-timeout", "60s"])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// kubectl with the manifest on stdin.
+    pub fn apply(&self, manifest: &str) {
+        use std::io::Write as _;
+        let mut child = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.admin)
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("kubectl: {e}"));
+        if let Some(mut i) = child.stdin.take() {
+            i.write_all(manifest.as_bytes())
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `kubectl get ... -o json` parsed.
+    pub fn get_json(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        self.kubectl(&a)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+    }
+
+    pub fn wait(&self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! `podctl node` against a stock control plane (etcd, kube-apiserver with
+//! the Node authorizer and NodeRestriction, controller-manager, scheduler):
+//! the node registers and turns Ready, a Deployment's pod runs on it with
+//! its Secret volume, `kubectl logs` and `kubectl exec` reach it through
+//! the API server, and deleting the pod ends its containers.
+//!
+//! Skipped (with a message) unless all of etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler and kubectl are found
+//! (`$KUBEBUILDER_ASSETS`, `/usr/local/kubebuilder/bin`, `$PATH`); see the
+//! README for how to get them.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::cluster::{find, free_port, Cluster, BINARIES};
+use podctl_tests::fixtures::publish;
+use podctl_tests::registry::Registry;
+
+const NODE: &str = "podctl-test-node";
+
+fn node_config(dir: &Path, registry: &str) -> std::path::PathBuf {
+    let n = std::process::id() % 200 + 20;
+    std::fs::create_dir_all(dir.join("cni")).unwrap_or_else(|e| panic!("{e}"));
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "podctl-node-test",
+        "plugins": [{"type": "bridge", "bridge": format!("podnode{n}"), "isGateway": true,
+                     "ipMasq": false,
+                     "ipam": {"type": "host-local",
+                              "ranges": [[{"subnet": format!("10.91.{n}.0/24")}]],
+                              "dataDir": dir.join("ipam")}},
+                    {"type": "portmap", "capabilities": {"portMappings": true}}],
+    });
+    std::fs::write(dir.join("cni/10-test.conflist"), conflist.to_string())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = format!(
+        "socket = \"{d}/podctl.sock\"\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+         cgroup_parent = \"/podctl-node-test\"\nlog_level = \"info,podctl=debug\"\n\n\
+         [cni]\nconf_dir = \"{d}/cni\"\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\n\n\
+         [registry.hosts.\"{registry}\"]\ninsecure = true\n",
+        d = dir.display(),
+    );
+    let p = dir.join("podctl.toml");
+    std::fs::write(&p, cfg).unwrap_or_else(|e| panic!("{e}"));
+    p
+}
+
+/// PIDs of processes with `marker` as an argument.
+fn sleepers(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|a| a == marker.as_bytes()))
+                .unwrap_or(false)
+        })
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
+fn first_pod(c: &Cluster) -> Option<serde_json::Value> {
+    c.get_json(&["pods", "-l", "app=web", "-n", "default"])?
+        .get("items")?
+        .as_array()?
+        .iter()
+        .find(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .cloned()
+}
+
+fn ready(p: &serde_json::Value) -> bool {
+    p["status"]["phase"] == "Running"
+        && p["status"]["containerStatuses"][0]["ready"] == serde_json::Value::Bool(true)
+}
+
+#[test]
+fn a_stock_control_plane_runs_a_deployment_on_podctl_node() {
+    let missing: Vec<&str> = BINARIES.into_iter().filter(|b| find(b).is_none()).collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "skipped: the node agent test needs {} (set KUBEBUILDER_ASSETS; see README)",
+            missing.join(", ")
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let reg = Registry::start().unwrap_or_else(|e| panic!("{e}"));
+    let pubd = publish(&reg, None).unwrap_or_else(|e| panic!("{e}"));
+    let mut c = Cluster::start(d);
+
+    // The node's credentials, as a kubelet's: system:node:<name> in system:nodes.
+    let (ncrt, nkey) = c.pki.cert(
+        "node",
+        &format!("/O=system:nodes/CN=system:node:{NODE}"),
+        false,
+    );
+    let kubeconfig = c.pki.kubeconfig("node", &c.server, &ncrt, &nkey);
+    let (scrt, skey) = c.pki.cert("kubelet-serving", &format!("/CN={NODE}"), true);
+    let config = node_config(d, &pubd.host);
+    let port = free_port();
+    c.procs.spawn(
+        "podctl-node",
+        d,
+        Command::new(podctl_tests::workspace_bin("podctl"))
+            .arg("node")
+            .arg("--config")
+            .arg(&config)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--node-name", NODE, "--node-ip", "127.0.0.1"])
+            .arg(format!("--kubelet-address=127.0.0.1:{port}"))
+            .arg("--tls-cert-file")
+            .arg(&scrt)
+            .arg("--tls-private-key-file")
+            .arg(&skey)
+            .arg("--client-ca-file")
+            .arg(c.pki.dir.join("ca.crt")),
+    );
+
+    // Registered, Ready, heartbeating.
+    c.wait("Node Ready", 120, || {
+        c.get_json(&["node", NODE]).is_some_and(|n| {
+            n["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|x| x["type"] == "Ready" && x["status"] == "True")
+            })
+        })
+    });
+    let node = c.get_json(&["node", NODE]).unwrap_or_default();
+    assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], NODE);
+    assert!(node["status"]["capacity"]["cpu"].is_string(), "{node}");
+    assert_eq!(node["status"]["addresses"][0]["address"], "127.0.0.1");
+    assert!(c
+        .kubectl(&["get", "lease", "-n", "kube-node-lease", NODE])
+        .is_ok());
+    println!("check: Node {NODE} registered, Ready, Lease renewed: ok");
+
+    let image = format!("{}/library/busybox:latest", pubd.host);
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: app-secret, namespace: default}}
+stringData: {{key: s3cret}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: default}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: app
+        image: {image}
+        command: ["sh", "-c", "cat /etc/secret/key; echo; echo started; exec sleep 3601"]
+        volumeMounts: [{{name: s, mountPath: /etc/secret, readOnly: true}}]
+        readinessProbe: {{exec: {{command: ["true"]}}, periodSeconds: 1}}
+      volumes: [{{name: s, secret: {{secretName: app-secret}}}}]
+"#
+    ));
+    c.wait("the Deployment's pod Running and Ready", 180, || {
+        first_pod(&c).is_some_and(|p| ready(&p))
+    });
+    let pod = first_pod(&c).unwrap_or_default();
+    let name = pod["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(pod["spec"]["nodeName"], NODE);
+    let cs = &pod["status"]["containerStatuses"][0];
+    assert!(cs["state"]["running"].is_object(), "{cs}");
+    assert!(
+        cs["containerID"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("podctl://"),
+        "{cs}"
+    );
+    assert!(
+        cs["imageID"].as_str().unwrap_or("").contains("sha256:"),
+        "{cs}"
+    );
+    assert_eq!(pod["status"]["hostIP"], "127.0.0.1");
+    assert!(
+        pod["status"]["podIP"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("10.91."),
+        "{pod}"
+    );
+    println!("check: Deployment pod {name} Running and Ready with its status: ok");
+
+    // Through the API server to the kubelet API.
+    let logs = c
+        .kubectl(&["logs", &name])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        logs.contains("s3cret") && logs.contains("started"),
+        "{logs}"
+    );
+    let out = c
+        .kubectl(&["exec", &name, "--", "cat", "/etc/secret/key"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out, "s3cret");
+    println!("check: kubectl logs and kubectl exec (Secret volume content): ok");
+    let summary = c
+        .kubectl(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/nodes/{NODE}/proxy/stats/summary"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(summary.contains(&name), "{summary}");
+    let events = c
+        .get_json(&[
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+        ])
+        .unwrap_or_default();
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    for r in ["Scheduled", "Pulled", "Created", "Started"] {
+        assert!(reasons.contains(&r), "{r} not in {reasons:?}");
+    }
+    println!("check: stats/summary through the API server, Events {reasons:?}: ok");
+
+    // Deleting the pod ends its container; the Deployment replaces it.
+    let old = sleepers("3601");
+    assert_eq!(old.len(), 1, "one container running sleep 3601");
+    c.kubectl(&["delete", "pod", &name, "--wait=true", "--timeout=90s"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The object goes only once its containers are gone.
+    assert!(
+        !Path::new(&format!("/proc/{}", old[0])).exists(),
+        "the deleted pod's container still runs"
+    );
+    println!("check: deleting the pod ended its container before the object went: ok");
+    c.wait("the replacement pod Ready", 180, || {
+        first_pod(&c).is_some_and(|p| p["metadata"]["name"] != name.as_str() && ready(&p))
+    });
+    assert!(
+        c.get_json(&["pod", &name]).is_none(),
+        "deleted pod object still there"
+    );
+    assert_eq!(
+        sleepers("3601").len(),
+        1,
+        "only the replacement's container runs"
+    );
+    c.kubectl(&["delete", "deployment", "web", "--wait=true"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.wait("all containers gone", 90, || sleepers("3601").is_empty());
+    println!("check: replacement pod Ready; deleting the Deployment ends it: ok");
+    drop(c);
+    drop(reg);
+}
