@@ -124,6 +124,61 @@ fn missing(pod: &str, c: &Container, what: String) -> NodeError {
 }
 
 /// The environment of `c` as `NAME=value` pairs in kubelet order.
+/// The Docker-links style variables of Services, as the kubelet makes
+/// them (`KUBERNETES_SERVICE_HOST`, `KUBERNETES_PORT_443_TCP_ADDR`, ...).
+/// Headless services (no cluster IP) give none.
+pub fn service_env(services: &[k8s_openapi::api::core::v1::Service]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for svc in services {
+        let Some(spec) = &svc.spec else { continue };
+        let ip = match spec.cluster_ip.as_deref() {
+            Some(ip) if !ip.is_empty() && ip != "None" => ip,
+            _ => continue,
+        };
+        let name = svc
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_default()
+            .to_uppercase()
+            .replace('-', "_");
+        let ports = spec.ports.clone().unwrap_or_default();
+        let Some(first) = ports.first() else { continue };
+        out.push((format!("{name}_SERVICE_HOST"), ip.to_string()));
+        out.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
+        for p in &ports {
+            if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((
+                    format!(
+                        "{name}_SERVICE_PORT_{}",
+                        pn.to_uppercase().replace('-', "_")
+                    ),
+                    p.port.to_string(),
+                ));
+            }
+        }
+        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| {
+            p.protocol.clone().unwrap_or_else(|| "TCP".into())
+        };
+        out.push((
+            format!("{name}_PORT"),
+            format!("{}://{ip}:{}", proto(first).to_lowercase(), first.port),
+        ));
+        for p in &ports {
+            let pr = proto(p);
+            let base = format!("{name}_PORT_{}_{}", p.port, pr.to_uppercase());
+            out.push((
+                base.clone(),
+                format!("{}://{ip}:{}", pr.to_lowercase(), p.port),
+            ));
+            out.push((format!("{base}_PROTO"), pr.to_lowercase()));
+            out.push((format!("{base}_PORT"), p.port.to_string()));
+            out.push((format!("{base}_ADDR"), ip.to_string()));
+        }
+    }
+    out
+}
+
 pub async fn resolve(
     pod: &Pod,
     facts: &PodFacts,
@@ -140,6 +195,14 @@ pub async fn resolve(
         }
         vars.insert(k, v);
     };
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    for (k, v) in service_env(&sources.services(ns, links).await?) {
+        set(&mut vars, k, v);
+    }
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         if let Some(r) = &from.config_map_ref {
@@ -275,6 +338,22 @@ pub async fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn services_give_docker_link_variables() {
+        let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kubernetes"},
+            "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}
+        }))
+        .unwrap_or_default();
+        let env: BTreeMap<String, String> = service_env(&[svc]).into_iter().collect();
+        assert_eq!(env["KUBERNETES_SERVICE_HOST"], "10.96.0.1");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT"], "443");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT_HTTPS"], "443");
+        assert_eq!(env["KUBERNETES_PORT"], "tcp://10.96.0.1:443");
+        assert_eq!(env["KUBERNETES_PORT_443_TCP_ADDR"], "10.96.0.1");
+        assert_eq!(env["KUBERNETES_PORT_443_TCP_PROTO"], "tcp");
+    }
 
     #[test]
     fn expands_like_the_kubelet() {

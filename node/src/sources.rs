@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 
 use crate::error::Result;
 
@@ -46,6 +46,17 @@ pub trait Sources: Send + Sync {
     /// A token for the pod's service account, `None` where there is no
     /// token issuer (standalone).
     fn token<'a>(&'a self, req: &'a TokenRequest) -> BoxFuture<'a, Result<Option<Token>>>;
+
+    /// The Services whose environment variables a pod in `namespace`
+    /// gets (`default/kubernetes` always; the namespace's own when
+    /// `links`, i.e. enableServiceLinks). None in standalone mode.
+    fn services<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _links: bool,
+    ) -> BoxFuture<'a, Result<Vec<Service>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// ConfigMaps and Secrets given up front (standalone mode), keyed by

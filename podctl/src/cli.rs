@@ -83,7 +83,7 @@ pub enum Command {
     #[command(alias = "daemon")]
     Serve(serve::ServeArgs),
     /// Join a Kubernetes cluster as a node, in place of the kubelet.
-    Node(node_cmd::NodeArgs),
+    Node(Box<node_cmd::NodeArgs>),
 }
 
 impl Cli {
@@ -141,6 +141,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stop(a) => pods::stop(&pctx, a).await,
         Command::Rm(a) => pods::rm(&pctx, a).await,
         Command::Serve(a) => serve::serve(a).await,
-        Command::Node(a) => node_cmd::node(a).await,
+        Command::Node(a) => node_cmd::node(*a).await,
     }
 }

@@ -41,6 +41,13 @@ pub struct NodeArgs {
     /// Extra node labels (`key=value`, repeatable).
     #[arg(long = "node-label")]
     pub labels: Vec<String>,
+    /// Directory of static Pod manifests (run here, mirrored in the API).
+    #[arg(long)]
+    pub pod_manifest_path: Option<PathBuf>,
+    /// Seconds between rewrites of configMap/secret/projected volumes from
+    /// the API (the kubelet's --sync-frequency).
+    #[arg(long, default_value_t = 60)]
+    pub sync_frequency: u64,
     /// Seconds between node status updates.
     #[arg(long, default_value_t = 10)]
     pub node_status_update_frequency: u64,
@@ -96,9 +103,11 @@ pub async fn node(a: NodeArgs) -> anyhow::Result<()> {
         client_ca: a.client_ca_file.clone(),
         labels,
         status_update: Duration::from_secs(a.node_status_update_frequency.max(1)),
+        static_pods: a.pod_manifest_path.clone(),
         ..Default::default()
     };
     let worker = WorkerConfig {
+        volume_sync: Duration::from_secs(a.sync_frequency.max(1)),
         log_root,
         pods_root,
         ..Default::default()

@@ -14,13 +14,23 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::cluster::{find, free_port, Cluster, BINARIES};
+use common::cluster::{find, free_port, Cluster, NodeCleanup, BINARIES};
 use podctl_tests::fixtures::publish;
 use podctl_tests::registry::Registry;
 
 const NODE: &str = "podctl-test-node";
 
-fn node_config(dir: &Path, registry: &str) -> std::path::PathBuf {
+/// What the node leaves behind, undone even when the test fails: made
+/// before the control plane so that it is dropped after the agent.
+fn cleanup_for(dir: &Path) -> NodeCleanup {
+    NodeCleanup {
+        dir: dir.to_path_buf(),
+        cgroup_parent: format!("/podctl-node-test-{}", std::process::id()),
+        bridge: format!("podnode{}", std::process::id() % 200 + 20),
+    }
+}
+
+fn node_config(dir: &Path, registry: &str, cleanup: &NodeCleanup) -> std::path::PathBuf {
     let n = std::process::id() % 200 + 20;
     std::fs::create_dir_all(dir.join("cni")).unwrap_or_else(|e| panic!("{e}"));
     let conflist = serde_json::json!({
@@ -36,10 +46,11 @@ fn node_config(dir: &Path, registry: &str) -> std::path::PathBuf {
         .unwrap_or_else(|e| panic!("{e}"));
     let cfg = format!(
         "socket = \"{d}/podctl.sock\"\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
-         cgroup_parent = \"/podctl-node-test\"\nlog_level = \"info,podctl=debug\"\n\n\
+         cgroup_parent = \"{cg}\"\nlog_level = \"info,podctl=debug\"\n\n\
          [cni]\nconf_dir = \"{d}/cni\"\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\n\n\
          [registry.hosts.\"{registry}\"]\ninsecure = true\n",
         d = dir.display(),
+        cg = cleanup.cgroup_parent,
     );
     let p = dir.join("podctl.toml");
     std::fs::write(&p, cfg).unwrap_or_else(|e| panic!("{e}"));
@@ -87,6 +98,10 @@ fn a_stock_control_plane_runs_a_deployment_on_podctl_node() {
     }
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let d = dir.path();
+    // Sleep lengths unique to this run mark its containers' processes.
+    let app_mark = (100_000 + std::process::id() % 100_000 * 2).to_string();
+    let static_mark = (100_001 + std::process::id() % 100_000 * 2).to_string();
+    let cleanup = cleanup_for(d);
     let reg = Registry::start().unwrap_or_else(|e| panic!("{e}"));
     let pubd = publish(&reg, None).unwrap_or_else(|e| panic!("{e}"));
     let mut c = Cluster::start(d);
@@ -99,8 +114,20 @@ fn a_stock_control_plane_runs_a_deployment_on_podctl_node() {
     );
     let kubeconfig = c.pki.kubeconfig("node", &c.server, &ncrt, &nkey);
     let (scrt, skey) = c.pki.cert("kubelet-serving", &format!("/CN={NODE}"), true);
-    let config = node_config(d, &pubd.host);
+    let config = node_config(d, &pubd.host, &cleanup);
     let port = free_port();
+    let manifests = d.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        manifests.join("static.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: static-web, namespace: default}}\n\
+             spec:\n  containers:\n  - name: app\n    image: {}/library/busybox:latest\n    \
+             command: [sh, -c, 'echo static-ok; exec sleep {static_mark}']\n",
+            pubd.host,
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     c.procs.spawn(
         "podctl-node",
         d,
@@ -117,7 +144,10 @@ fn a_stock_control_plane_runs_a_deployment_on_podctl_node() {
             .arg("--tls-private-key-file")
             .arg(&skey)
             .arg("--client-ca-file")
-            .arg(c.pki.dir.join("ca.crt")),
+            .arg(c.pki.dir.join("ca.crt"))
+            .arg("--pod-manifest-path")
+            .arg(&manifests)
+            .args(["--sync-frequency", "2"]),
     );
 
     // Registered, Ready, heartbeating.
@@ -137,6 +167,44 @@ fn a_stock_control_plane_runs_a_deployment_on_podctl_node() {
         .kubectl(&["get", "lease", "-n", "kube-node-lease", NODE])
         .is_ok());
     println!("check: Node {NODE} registered, Ready, Lease renewed: ok");
+
+    // The kubelet API wants credentials (healthz aside).
+    let http = reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let base = format!("https://127.0.0.1:{port}");
+    let get = |p: &str| {
+        http.get(format!("{base}{p}"))
+            .send()
+            .map(|r| r.status().as_u16())
+    };
+    assert_eq!(get("/healthz").ok(), Some(200));
+    assert_eq!(get("/pods").ok(), Some(401));
+    let forbidden = http
+        .get(format!("{base}/pods"))
+        .bearer_auth("not-a-token")
+        .send()
+        .map(|r| r.status().as_u16());
+    assert_eq!(forbidden.ok(), Some(401));
+    println!("check: kubelet API refuses anonymous and bad-token callers (401): ok");
+
+    // The static pod runs and is mirrored.
+    let mirror = format!("static-web-{NODE}");
+    c.wait("the static pod's mirror Running", 120, || {
+        c.get_json(&["pod", &mirror])
+            .is_some_and(|p| p["status"]["phase"] == "Running")
+    });
+    let m = c.get_json(&["pod", &mirror]).unwrap_or_default();
+    assert!(
+        m["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string(),
+        "{m}"
+    );
+    let logs = c
+        .kubectl(&["logs", &mirror])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(logs, "static-ok\n");
+    println!("check: static pod runs, mirror pod {mirror} Running, its logs: ok");
 
     let image = format!("{}/library/busybox:latest", pubd.host);
     c.apply(&format!(
@@ -158,7 +226,7 @@ spec:
       containers:
       - name: app
         image: {image}
-        command: ["sh", "-c", "cat /etc/secret/key; echo; echo started; exec sleep 3601"]
+        command: ["sh", "-c", "cat /etc/secret/key; echo; echo started; exec sleep {app_mark}"]
         volumeMounts: [{{name: s, mountPath: /etc/secret, readOnly: true}}]
         readinessProbe: {{exec: {{command: ["true"]}}, periodSeconds: 1}}
       volumes: [{{name: s, secret: {{secretName: app-secret}}}}]
@@ -209,6 +277,38 @@ spec:
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out, "s3cret");
     println!("check: kubectl logs and kubectl exec (Secret volume content): ok");
+    let exec = |args: &[&str]| {
+        let mut a = vec!["exec", name.as_str(), "--"];
+        a.extend_from_slice(args);
+        c.kubectl(&a).unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(
+        exec(&["sh", "-c", "echo $KUBERNETES_SERVICE_HOST"]),
+        "10.96.0.1\n"
+    );
+    assert_eq!(
+        exec(&["sh", "-c", "echo $KUBERNETES_PORT_443_TCP_PORT"]),
+        "443\n"
+    );
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    assert_eq!(exec(&["cat", &format!("{sa}/namespace")]), "default");
+    assert!(exec(&["cat", &format!("{sa}/ca.crt")]).contains("BEGIN CERTIFICATE"));
+    let token = exec(&["cat", &format!("{sa}/token")]);
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    println!("check: service env vars, projected SA token, namespace and kube-root-ca.crt: ok");
+    c.kubectl(&[
+        "patch",
+        "secret",
+        "app-secret",
+        "-p",
+        r#"{"stringData":{"key":"n3w"}}"#,
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    c.wait("the Secret volume to follow the update", 60, || {
+        c.kubectl(&["exec", &name, "--", "cat", "/etc/secret/key"])
+            .is_ok_and(|s| s == "n3w")
+    });
+    println!("check: an updated Secret reaches the running pod's volume: ok");
     let summary = c
         .kubectl(&[
             "get",
@@ -236,8 +336,8 @@ spec:
     println!("check: stats/summary through the API server, Events {reasons:?}: ok");
 
     // Deleting the pod ends its container; the Deployment replaces it.
-    let old = sleepers("3601");
-    assert_eq!(old.len(), 1, "one container running sleep 3601");
+    let old = sleepers(&app_mark);
+    assert_eq!(old.len(), 1, "one container running the app");
     c.kubectl(&["delete", "pod", &name, "--wait=true", "--timeout=90s"])
         .unwrap_or_else(|e| panic!("{e}"));
     // The object goes only once its containers are gone.
@@ -254,14 +354,20 @@ spec:
         "deleted pod object still there"
     );
     assert_eq!(
-        sleepers("3601").len(),
+        sleepers(&app_mark).len(),
         1,
         "only the replacement's container runs"
     );
     c.kubectl(&["delete", "deployment", "web", "--wait=true"])
         .unwrap_or_else(|e| panic!("{e}"));
-    c.wait("all containers gone", 90, || sleepers("3601").is_empty());
+    c.wait("all containers gone", 90, || sleepers(&app_mark).is_empty());
     println!("check: replacement pod Ready; deleting the Deployment ends it: ok");
+    std::fs::remove_file(manifests.join("static.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    c.wait("the static pod and its mirror gone", 90, || {
+        sleepers(&static_mark).is_empty() && c.get_json(&["pod", &mirror]).is_none()
+    });
+    println!("check: removing the manifest stops the static pod and deletes its mirror: ok");
     drop(c);
+    drop(cleanup);
     drop(reg);
 }

@@ -7,7 +7,7 @@ use k8s_openapi::api::authentication::v1::{
     BoundObjectReference, TokenRequest as ApiTokenRequest, TokenRequestSpec,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event as ApiEvent, EventSource, ObjectReference, Secret, ServiceAccount,
+    ConfigMap, Event as ApiEvent, EventSource, ObjectReference, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
@@ -48,6 +48,34 @@ impl Sources for ApiSources {
                 .get_opt(name)
                 .await
                 .api(format!("get Secret {namespace}/{name}"))
+        })
+    }
+
+    fn services<'a>(
+        &'a self,
+        namespace: &'a str,
+        links: bool,
+    ) -> BoxFuture<'a, Result<Vec<Service>>> {
+        Box::pin(async move {
+            let lp = kube::api::ListParams::default();
+            let mut out: Vec<Service> = Vec::new();
+            if links {
+                out = Api::<Service>::namespaced(self.client.clone(), namespace)
+                    .list(&lp)
+                    .await
+                    .api(format!("list Services in {namespace}"))?
+                    .items;
+            }
+            if !links || namespace != "default" {
+                if let Some(k) = Api::<Service>::namespaced(self.client.clone(), "default")
+                    .get_opt("kubernetes")
+                    .await
+                    .api("get Service default/kubernetes")?
+                {
+                    out.push(k);
+                }
+            }
+            Ok(out)
         })
     }
 

@@ -13,6 +13,7 @@ pub mod lease;
 pub mod node_status;
 pub mod pods;
 pub mod server;
+pub mod static_pods;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -47,6 +48,8 @@ pub struct AgentConfig {
     pub root: PathBuf,
     pub runtime_version: String,
     pub kubelet_version: String,
+    /// Static pod manifests (`--pod-manifest-path`).
+    pub static_pods: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -66,6 +69,7 @@ impl Default for AgentConfig {
             root: PathBuf::from("/var/lib/podctl"),
             runtime_version: format!("podctl://{}", env!("CARGO_PKG_VERSION")),
             kubelet_version: format!("v1.24.0-podctl.{}", env!("CARGO_PKG_VERSION")),
+            static_pods: None,
         }
     }
 }
@@ -174,6 +178,15 @@ pub async fn run<C: Cri>(
     };
     let server = tokio::spawn(server::serve(kubelet, server_cfg));
     let watch = tokio::spawn(manager.clone().run());
+    let statics = cfg.static_pods.clone().map(|dir| {
+        tokio::spawn(static_pods::run(
+            manager.clone(),
+            client.clone(),
+            dir,
+            node.clone(),
+            Duration::from_secs(5),
+        ))
+    });
 
     let heartbeat = {
         let client = client.clone();
@@ -201,6 +214,9 @@ pub async fn run<C: Cri>(
         () = shutdown => tracing::info!("node agent stopping"),
         r = server => {
             watch.abort();
+            if let Some(s) = &statics {
+                s.abort();
+            }
             return match r {
                 Ok(r) => r,
                 Err(e) => Err(crate::NodeError::Server { reason: e.to_string() }),
@@ -208,5 +224,8 @@ pub async fn run<C: Cri>(
         }
     }
     watch.abort();
+    if let Some(s) = statics {
+        s.abort();
+    }
     Ok(())
 }

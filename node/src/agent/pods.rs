@@ -30,6 +30,24 @@ struct Handle {
     delete_after: bool,
 }
 
+/// The annotation marking a mirror pod (the API's copy of a static pod).
+pub const MIRROR: &str = "kubernetes.io/config.mirror";
+
+/// A static pod: run from a manifest, shown in the API as a mirror pod.
+pub fn is_static(p: &Pod) -> bool {
+    p.metadata.annotations.as_ref().is_some_and(|a| {
+        a.get("kubernetes.io/config.source")
+            .is_some_and(|s| s == "file")
+    })
+}
+
+fn is_mirror(p: &Pod) -> bool {
+    p.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(MIRROR))
+}
+
 /// What the kubelet API's `/pods` shows: the pods with their latest status.
 pub type PodView = Arc<Mutex<BTreeMap<String, Pod>>>;
 
@@ -102,6 +120,14 @@ impl<C: Cri> PodManager<C> {
     }
 
     fn apply(self: &Arc<Self>, pod: Pod) {
+        if is_mirror(&pod) {
+            return; // ours: its static pod runs from the manifest
+        }
+        self.start(pod);
+    }
+
+    /// Run `pod` (from the API, or a static pod) unless it already runs.
+    pub fn start(self: &Arc<Self>, pod: Pod) {
         let uid = uid_of(&pod);
         let deleting = pod.metadata.deletion_timestamp.is_some();
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
@@ -139,7 +165,30 @@ impl<C: Cri> PodManager<C> {
         tokio::spawn(async move { this.drive(pod, stop_rx).await });
     }
 
+    /// Stop a pod now (`grace` None: the pod's own), deleting its API
+    /// object (the mirror, for a static pod) once it is down.
+    pub fn stop(&self, uid: &str, grace: Option<Duration>) {
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = handles.get_mut(uid) {
+            h.delete_after = true;
+            let _ = h.stop.send(Some(Stop { grace }));
+        }
+    }
+
+    /// UIDs of the pods running here.
+    pub fn running(&self) -> Vec<String> {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     fn gone(&self, pod: &Pod) {
+        if is_mirror(pod) {
+            return;
+        }
         let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = handles.get(&uid_of(pod)) {
             tracing::info!(pod = ?key(pod), "pod removed from the API: stopping now");
@@ -219,7 +268,12 @@ impl<C: Cri> PodManager<C> {
     async fn patch_status(&self, pod: &Pod, st: &PodStatus) {
         let (ns, name) = key(pod);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let body = serde_json::json!({"metadata": {"uid": uid_of(pod)}, "status": st});
+        // A static pod's status goes to its mirror, whose UID is the API's.
+        let body = if is_static(pod) {
+            serde_json::json!({"status": st})
+        } else {
+            serde_json::json!({"metadata": {"uid": uid_of(pod)}, "status": st})
+        };
         for attempt in 0..5u32 {
             match api
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
@@ -282,7 +336,7 @@ impl<C: Cri> PodManager<C> {
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
             let dp = DeleteParams {
                 grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions {
+                preconditions: (!is_static(pod)).then_some(Preconditions {
                     uid: Some(uid),
                     resource_version: None,
                 }),

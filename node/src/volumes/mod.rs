@@ -44,6 +44,8 @@ pub struct Volumes {
     prepared: BTreeMap<String, Prepared>,
     /// Our mounts (tmpfs, subPath binds), unmounted on teardown.
     mounts: Vec<PathBuf>,
+    /// Service-account tokens by (volume, path), with when they were got.
+    tokens: BTreeMap<(String, String), (crate::sources::Token, i64)>,
 }
 
 fn err(pod: &str, volume: &str, reason: impl Into<String>) -> NodeError {
@@ -254,7 +256,6 @@ impl Volumes {
         let name = vol.name.as_str();
         let pod_name = self.pod.clone();
         let bad = |r: String| err(&pod_name, name, r);
-        let ns = facts.namespace.as_str();
         let (path, readonly) = if let Some(e) = &vol.empty_dir {
             let d = self.dir("kubernetes.io~empty-dir", name);
             if e.medium.as_deref() == Some("Memory") {
@@ -274,8 +275,38 @@ impl Volumes {
             let p = PathBuf::from(&h.path);
             host_path_check(&p, h.type_.as_deref().unwrap_or("")).map_err(bad)?;
             (p, false)
-        } else if let Some(c) = &vol.config_map {
-            let d = self.dir("kubernetes.io~configmap", name);
+        } else if let Some((plugin, payload, tmpfs)) =
+            self.payload_of(vol, pod, facts, sources).await?
+        {
+            let d = self.dir(plugin, name);
+            if tmpfs {
+                mount_tmpfs(&d, None).map_err(bad)?;
+                self.mounts.push(d.clone());
+            }
+            files::write_atomic(&d, &payload)?;
+            (d, true)
+        } else {
+            return Err(bad("unsupported volume type".into()));
+        };
+        self.prepared
+            .insert(name.to_string(), Prepared { path, readonly });
+        Ok(())
+    }
+
+    /// The files of a configMap, secret, downwardAPI or projected volume
+    /// now: (plugin directory, files, on a tmpfs). `None` for other kinds.
+    async fn payload_of(
+        &mut self,
+        vol: &Volume,
+        pod: &Pod,
+        facts: &PodFacts,
+        sources: &dyn Sources,
+    ) -> Result<Option<(&'static str, Payload, bool)>> {
+        let name = vol.name.as_str();
+        let pod_name = self.pod.clone();
+        let bad = |r: String| err(&pod_name, name, r);
+        let ns = facts.namespace.as_str();
+        if let Some(c) = &vol.config_map {
             let optional = c.optional == Some(true);
             let data = match sources.config_map(ns, &c.name).await? {
                 Some(cm) => cm_data(cm),
@@ -291,10 +322,9 @@ impl Volumes {
                 &format!("configmap {:?}", c.name),
             )
             .map_err(bad)?;
-            files::write_atomic(&d, &payload)?;
-            (d, true)
-        } else if let Some(s) = &vol.secret {
-            let d = self.dir("kubernetes.io~secret", name);
+            return Ok(Some(("kubernetes.io~configmap", payload, false)));
+        }
+        if let Some(s) = &vol.secret {
             let sname = s.secret_name.clone().unwrap_or_default();
             let optional = s.optional == Some(true);
             let data = match sources.secret(ns, &sname).await? {
@@ -312,19 +342,15 @@ impl Volumes {
             )
             .map_err(bad)?;
             // Secrets never touch the disk.
-            mount_tmpfs(&d, None).map_err(bad)?;
-            self.mounts.push(d.clone());
-            files::write_atomic(&d, &payload)?;
-            (d, true)
-        } else if let Some(da) = &vol.downward_api {
-            let d = self.dir("kubernetes.io~downward-api", name);
+            return Ok(Some(("kubernetes.io~secret", payload, true)));
+        }
+        if let Some(da) = &vol.downward_api {
             let mode = da.default_mode.map(|m| m as u32).unwrap_or(0o644);
             let payload =
                 downward(pod, facts, da.items.as_deref().unwrap_or_default(), mode).map_err(bad)?;
-            files::write_atomic(&d, &payload)?;
-            (d, true)
-        } else if let Some(pr) = &vol.projected {
-            let d = self.dir("kubernetes.io~projected", name);
+            return Ok(Some(("kubernetes.io~downward-api", payload, false)));
+        }
+        if let Some(pr) = &vol.projected {
             let mode = pr.default_mode.map(|m| m as u32).unwrap_or(0o644);
             let mut payload = Payload::new();
             for src in pr.sources.iter().flatten() {
@@ -380,7 +406,7 @@ impl Volumes {
                         audience: t.audience.clone(),
                         expiration_seconds: t.expiration_seconds.unwrap_or(3600),
                     };
-                    match sources.token(&req).await? {
+                    match self.token(name, &t.path, &req, sources).await? {
                         Some(tok) => {
                             payload.insert(t.path.clone(), (tok.token.into_bytes(), mode));
                         }
@@ -391,15 +417,55 @@ impl Volumes {
                     }
                 }
             }
-            mount_tmpfs(&d, None).map_err(bad)?;
-            self.mounts.push(d.clone());
-            files::write_atomic(&d, &payload)?;
-            (d, true)
-        } else {
-            return Err(bad("unsupported volume type".into()));
-        };
-        self.prepared
-            .insert(name.to_string(), Prepared { path, readonly });
+            return Ok(Some(("kubernetes.io~projected", payload, true)));
+        }
+        Ok(None)
+    }
+
+    /// A service-account token, requested again once 80% of its life has
+    /// passed (as the kubelet rotates them).
+    async fn token(
+        &mut self,
+        volume: &str,
+        path: &str,
+        req: &TokenRequest,
+        sources: &dyn Sources,
+    ) -> Result<Option<crate::sources::Token>> {
+        let now = jiff::Timestamp::now().as_second();
+        let key = (volume.to_string(), path.to_string());
+        if let Some((tok, issued)) = self.tokens.get(&key) {
+            if now < issued + (tok.expires_at - issued) * 4 / 5 {
+                return Ok(Some(tok.clone()));
+            }
+        }
+        let tok = sources.token(req).await?;
+        if let Some(t) = &tok {
+            self.tokens.insert(key, (t.clone(), now));
+        }
+        Ok(tok)
+    }
+
+    /// Rewrite configMap, secret, downwardAPI and projected volumes from
+    /// their sources (the kubelet's periodic volume sync; tokens rotate).
+    pub async fn refresh(
+        &mut self,
+        pod: &Pod,
+        facts: &PodFacts,
+        sources: &dyn Sources,
+    ) -> Result<()> {
+        let volumes = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
+        for vol in &volumes {
+            if let Some((plugin, payload, _)) = self.payload_of(vol, pod, facts, sources).await? {
+                let d = self.dir(plugin, &vol.name);
+                if d.is_dir() {
+                    files::write_atomic(&d, &payload)?;
+                }
+            }
+        }
         Ok(())
     }
 

@@ -44,6 +44,9 @@ pub struct WorkerConfig {
     pub pods_root: PathBuf,
     pub node_name: String,
     pub host_ip: String,
+    /// How often configMap, secret, downwardAPI and projected volumes are
+    /// rewritten from their sources (service-account tokens rotate then).
+    pub volume_sync: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -55,6 +58,7 @@ impl Default for WorkerConfig {
             pods_root: PathBuf::from("/var/lib/podctl/pods"),
             node_name: String::new(),
             host_ip: String::new(),
+            volume_sync: Duration::from_secs(60),
         }
     }
 }
@@ -101,6 +105,7 @@ pub struct PodWorker<C: Cri> {
     /// Earliest back-off expiry of this pass: wake then, not a resync later.
     wake: Option<Duration>,
     volumes: Option<crate::volumes::Volumes>,
+    synced: Instant,
 }
 
 impl<C: Cri> PodWorker<C> {
@@ -141,6 +146,7 @@ impl<C: Cri> PodWorker<C> {
                 message: None,
                 wake: None,
                 volumes: None,
+                synced: Instant::now(),
             },
             status_rx,
         ))
@@ -210,6 +216,7 @@ impl<C: Cri> PodWorker<C> {
             if self.stage == Stage::Terminated {
                 return self.status_tx.borrow().clone();
             }
+            self.sync_volumes().await;
             let changed = self.results.changed.clone();
             let nap = self
                 .wake
@@ -225,6 +232,20 @@ impl<C: Cri> PodWorker<C> {
                         return self.status_tx.borrow().clone();
                     }
                 }
+            }
+        }
+    }
+
+    /// Rewrite the pod's source-backed volumes every `volume_sync`.
+    async fn sync_volumes(&mut self) {
+        if self.synced.elapsed() < self.cfg.volume_sync {
+            return;
+        }
+        self.synced = Instant::now();
+        let facts = self.facts();
+        if let Some(v) = self.volumes.as_mut() {
+            if let Err(e) = v.refresh(&self.pod, &facts, self.sources.as_ref()).await {
+                tracing::warn!(pod = %self.full_name(), error = %e, "volume sync");
             }
         }
     }

@@ -347,3 +347,68 @@ impl Cluster {
         }
     }
 }
+
+/// Undoes what a node agent under test left behind when the test failed
+/// half-way (containers outlive the agent by design): kills the
+/// containers in the test's cgroup parent and the pods' pause processes,
+/// unmounts everything under the test directory and deletes the bridge.
+pub struct NodeCleanup {
+    pub dir: PathBuf,
+    pub cgroup_parent: String,
+    pub bridge: String,
+}
+
+impl Drop for NodeCleanup {
+    fn drop(&mut self) {
+        let parent = self.cgroup_parent.trim_matches('/');
+        let mut pids: Vec<i32> = Vec::new();
+        for root in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            collect_procs(&root.path().join(parent), &mut pids);
+        }
+        collect_procs(&Path::new("/sys/fs/cgroup").join(parent), &mut pids);
+        let sandboxes = self.dir.join("state/sandboxes");
+        for sb in std::fs::read_dir(&sandboxes)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(p) = std::fs::read_to_string(sb.path().join("pause.pid")) {
+                pids.extend(p.trim().parse::<i32>().ok());
+            }
+        }
+        for pid in pids {
+            // SAFETY: kill(2) on PIDs of processes this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let prefix = self.dir.display().to_string();
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/mounts")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1).map(str::to_string))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").args(["-l", &m]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn collect_procs(dir: &Path, out: &mut Vec<i32>) {
+    if let Ok(s) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            collect_procs(&e.path(), out);
+        }
+    }
+}
