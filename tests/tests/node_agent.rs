@@ -226,7 +226,7 @@ spec:
       containers:
       - name: app
         image: {image}
-        command: ["sh", "-c", "cat /etc/secret/key; echo; echo started; exec sleep {app_mark}"]
+        command: ["sh", "-c", "cat /etc/secret/key; echo; echo started; httpd -p 8080 -h /etc/secret; exec sleep {app_mark}"]
         volumeMounts: [{{name: s, mountPath: /etc/secret, readOnly: true}}]
         readinessProbe: {{exec: {{command: ["true"]}}, periodSeconds: 1}}
       volumes: [{{name: s, secret: {{secretName: app-secret}}}}]
@@ -296,6 +296,31 @@ spec:
     let token = exec(&["cat", &format!("{sa}/token")]);
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
     println!("check: service env vars, projected SA token, namespace and kube-root-ca.crt: ok");
+
+    // kubectl port-forward: SPDY through the API server to the kubelet API.
+    let local = free_port();
+    let mut pf = Command::new(&c.kubectl)
+        .arg("--kubeconfig")
+        .arg(&c.admin)
+        .args([
+            "port-forward",
+            &format!("pod/{name}"),
+            &format!("{local}:8080"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("kubectl port-forward: {e}"));
+    let mut body = String::new();
+    c.wait("a response through kubectl port-forward", 30, || {
+        body = reqwest::blocking::get(format!("http://127.0.0.1:{local}/key"))
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        body == "s3cret"
+    });
+    let _ = pf.kill();
+    let _ = pf.wait();
+    println!("check: kubectl port-forward reaches the pod's port 8080: ok");
     c.kubectl(&[
         "patch",
         "secret",
@@ -346,6 +371,21 @@ spec:
         "the deleted pod's container still runs"
     );
     println!("check: deleting the pod ended its container before the object went: ok");
+    let events = c
+        .get_json(&[
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+        ])
+        .unwrap_or_default();
+    assert!(
+        events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["reason"] == "Killing"),
+        "no Killing event: {events}"
+    );
     c.wait("the replacement pod Ready", 180, || {
         first_pod(&c).is_some_and(|p| p["metadata"]["name"] != name.as_str() && ready(&p))
     });
