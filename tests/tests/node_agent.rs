@@ -128,11 +128,10 @@ fn a_stock_control_plane_runs_a_deployment_on_podctl_node() {
         ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    c.procs.spawn(
-        "podctl-node",
-        d,
-        Command::new(podctl_tests::workspace_bin("podctl"))
-            .arg("node")
+    let ca = c.pki.dir.join("ca.crt");
+    let node_cmd = || {
+        let mut cmd = Command::new(podctl_tests::workspace_bin("podctl"));
+        cmd.arg("node")
             .arg("--config")
             .arg(&config)
             .arg("--kubeconfig")
@@ -144,11 +143,14 @@ fn a_stock_control_plane_runs_a_deployment_on_podctl_node() {
             .arg("--tls-private-key-file")
             .arg(&skey)
             .arg("--client-ca-file")
-            .arg(c.pki.dir.join("ca.crt"))
+            .arg(&ca)
             .arg("--pod-manifest-path")
             .arg(&manifests)
-            .args(["--sync-frequency", "2"]),
-    );
+            .args(["--sync-frequency", "2"]);
+        cmd
+    };
+    let mut cmd = node_cmd();
+    c.procs.spawn("podctl-node", d, &mut cmd);
 
     // Registered, Ready, heartbeating.
     c.wait("Node Ready", 120, || {
@@ -321,6 +323,25 @@ spec:
     let _ = pf.kill();
     let _ = pf.wait();
     println!("check: kubectl port-forward reaches the pod's port 8080: ok");
+
+    // Restarting the agent adopts the running pod: same process, no restart.
+    let before = sleepers(&app_mark);
+    c.procs.stop("podctl-node");
+    let mut cmd = node_cmd();
+    c.procs.spawn("podctl-node", d, &mut cmd);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    c.wait("the pod Ready under the restarted agent", 60, || {
+        first_pod(&c).is_some_and(|p| ready(&p) && p["metadata"]["name"] == name.as_str())
+    });
+    assert_eq!(sleepers(&app_mark), before, "the container was replaced");
+    let p = first_pod(&c).unwrap_or_default();
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{p}"
+    );
+    let out = c.kubectl(&["exec", &name, "--", "cat", "/etc/secret/key"]);
+    assert_eq!(out.ok().as_deref(), Some("s3cret"));
+    println!("check: a restarted agent adopts the running pod (same process, no restart): ok");
     c.kubectl(&[
         "patch",
         "secret",

@@ -3,7 +3,7 @@
 //! pod worker of the lifecycle engine, its status patched back (status
 //! subresource, UID-guarded, retried), graceful deletion honoured.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -109,13 +109,63 @@ impl<C: Cri> PodManager<C> {
         let api: Api<Pod> = Api::all(self.client.clone());
         let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node_name));
         let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+        // UIDs of the (re)list in progress.
+        let mut listed: BTreeSet<String> = BTreeSet::new();
         while let Some(ev) = stream.next().await {
             match ev {
-                Ok(WatchEvent::Apply(p) | WatchEvent::InitApply(p)) => self.apply(p),
+                Ok(WatchEvent::Apply(p)) => self.apply(p),
+                Ok(WatchEvent::InitApply(p)) => {
+                    listed.insert(uid_of(&p));
+                    self.apply(p);
+                }
                 Ok(WatchEvent::Delete(p)) => self.gone(&p),
-                Ok(WatchEvent::Init | WatchEvent::InitDone) => {}
+                Ok(WatchEvent::Init) => listed.clear(),
+                Ok(WatchEvent::InitDone) => {
+                    let this = self.clone();
+                    let known = std::mem::take(&mut listed);
+                    tokio::spawn(async move { this.housekeeping(&known).await });
+                }
                 Err(e) => tracing::warn!(error = %e, "pod watch (retrying)"),
             }
+        }
+    }
+
+    /// After a (re)list: remove the sandboxes of API pods that are gone
+    /// (deleted while the agent was away). Static pods' are left to the
+    /// static pod loop.
+    async fn housekeeping(&self, known: &BTreeSet<String>) {
+        let Ok(list) = self
+            .cri
+            .list_pod_sandbox(Request::new(proto::ListPodSandboxRequest { filter: None }))
+            .await
+        else {
+            return;
+        };
+        let running: BTreeSet<String> = self.running().into_iter().collect();
+        for sb in list.into_inner().items {
+            let Some(uid) = sb.labels.get("io.kubernetes.pod.uid").cloned() else {
+                continue;
+            };
+            let is_static = sb
+                .annotations
+                .get("kubernetes.io/config.source")
+                .is_some_and(|s| s == "file");
+            if is_static || known.contains(&uid) || running.contains(&uid) {
+                continue;
+            }
+            tracing::info!(sandbox = %sb.id, %uid, "removing the sandbox of a pod no longer in the API");
+            let _ = self
+                .cri
+                .stop_pod_sandbox(Request::new(proto::StopPodSandboxRequest {
+                    pod_sandbox_id: sb.id.clone(),
+                }))
+                .await;
+            let _ = self
+                .cri
+                .remove_pod_sandbox(Request::new(proto::RemovePodSandboxRequest {
+                    pod_sandbox_id: sb.id.clone(),
+                }))
+                .await;
         }
     }
 

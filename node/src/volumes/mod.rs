@@ -56,8 +56,21 @@ fn err(pod: &str, volume: &str, reason: impl Into<String>) -> NodeError {
     }
 }
 
+/// A mount point (its device differs from its parent's).
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
+        (Ok(d), Some(Ok(p))) => d.dev() != p.dev(),
+        _ => false,
+    }
+}
+
 fn mount_tmpfs(dir: &Path, size: Option<i64>) -> std::result::Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if is_mount_point(dir) {
+        // Still mounted from before an agent restart: containers use it.
+        return Ok(());
+    }
     let mut data = "mode=0755".to_string();
     if let Some(s) = size.filter(|s| *s > 0) {
         data.push_str(&format!(",size={s}"));

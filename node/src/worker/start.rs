@@ -89,15 +89,23 @@ impl<C: Cri> PodWorker<C> {
         std::fs::create_dir_all(&log_dir).ctx("create", &log_dir)?;
         let config =
             crate::convert::sandbox_config(&self.pod, &self.name, &self.ns, &self.uid, &log_dir)?;
-        let id = self
-            .cri
-            .run_pod_sandbox(Request::new(proto::RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            }))
-            .await
-            .cri("RunPodSandbox")?
-            .pod_sandbox_id;
+        let id = match self.existing_sandbox().await? {
+            Some(id) => {
+                tracing::info!(pod = %self.full_name(), sandbox = %id, "adopting the running sandbox");
+                self.adopt_containers(&id).await?;
+                id
+            }
+            None => {
+                self.cri
+                    .run_pod_sandbox(Request::new(proto::RunPodSandboxRequest {
+                        config: Some(config.clone()),
+                        runtime_handler: String::new(),
+                    }))
+                    .await
+                    .cri("RunPodSandbox")?
+                    .pod_sandbox_id
+            }
+        };
         let st = self
             .cri
             .pod_sandbox_status(Request::new(proto::PodSandboxStatusRequest {
@@ -120,8 +128,90 @@ impl<C: Cri> PodWorker<C> {
         self.facts.host_ip = self.cfg.host_ip.clone();
         self.facts.ready = true;
         self.facts.created_ns = st.created_at;
-        self.start_time = Some(status::now());
+        self.start_time = Some(status::time(st.created_at).unwrap_or_else(status::now));
         self.sandbox = Some((id, config));
+        // Adopted running containers get their probes again.
+        let (inits, apps) = self.spec_containers();
+        for c in inits.iter().chain(apps.iter()) {
+            let running = self
+                .tracks
+                .get(&c.name)
+                .filter(|t| t.running())
+                .and_then(|t| t.current.as_ref())
+                .map(|s| s.id.clone());
+            if let Some(cid) = running {
+                if !self.probes.contains_key(&cid) {
+                    self.start_probes(c, &cid);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A ready sandbox of this pod left by an earlier run of the agent
+    /// (a restart must not start the pod twice).
+    async fn existing_sandbox(&self) -> Result<Option<String>> {
+        let filter = proto::PodSandboxFilter {
+            label_selector: [("io.kubernetes.pod.uid".to_string(), self.uid.clone())].into(),
+            state: Some(proto::PodSandboxStateValue {
+                state: proto::PodSandboxState::SandboxReady as i32,
+            }),
+            ..Default::default()
+        };
+        let mut items = self
+            .cri
+            .list_pod_sandbox(Request::new(proto::ListPodSandboxRequest {
+                filter: Some(filter),
+            }))
+            .await
+            .cri("ListPodSandbox")?
+            .items;
+        items.sort_by_key(|s| s.created_at);
+        Ok(items.pop().map(|s| s.id))
+    }
+
+    /// Pick up the containers of an adopted sandbox: per name the newest
+    /// attempt is current, the one before it previous, restarts = attempt.
+    async fn adopt_containers(&mut self, sandbox: &str) -> Result<()> {
+        let list = self
+            .cri
+            .list_containers(Request::new(proto::ListContainersRequest {
+                filter: Some(proto::ContainerFilter {
+                    pod_sandbox_id: sandbox.to_string(),
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .cri("ListContainers")?
+            .containers;
+        let mut by_name: std::collections::BTreeMap<String, Vec<(u32, String)>> =
+            std::collections::BTreeMap::new();
+        for c in list {
+            let (name, attempt) = c
+                .metadata
+                .as_ref()
+                .map(|m| (m.name.clone(), m.attempt))
+                .unwrap_or_default();
+            by_name.entry(name).or_default().push((attempt, c.id));
+        }
+        for (name, mut attempts) in by_name {
+            attempts.sort();
+            let Some((attempt, id)) = attempts.pop() else {
+                continue;
+            };
+            let current = crate::cri::container_status(&self.cri, &id).await?;
+            let previous = match attempts.pop() {
+                Some((_, pid)) => crate::cri::container_status(&self.cri, &pid).await?,
+                None => None,
+            };
+            let t = self.tracks.entry(name).or_default();
+            t.started = current
+                .as_ref()
+                .is_some_and(|c| c.state == proto::ContainerState::ContainerRunning as i32);
+            t.current = current;
+            t.previous = previous;
+            t.restarts = i32::try_from(attempt).unwrap_or(i32::MAX);
+        }
         Ok(())
     }
 

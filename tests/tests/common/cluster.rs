@@ -150,6 +150,19 @@ impl Procs {
     }
 }
 
+impl Procs {
+    /// SIGTERM one process (by its PID) and wait for it.
+    pub fn stop(&mut self, name: &str) {
+        if let Some(i) = self.0.iter().position(|(n, _)| n == name) {
+            let (_, mut c) = self.0.remove(i);
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
 impl Drop for Procs {
     fn drop(&mut self) {
         // Last started first: the node before the control plane.
@@ -360,6 +373,17 @@ pub struct NodeCleanup {
 
 impl Drop for NodeCleanup {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep the component logs of a failed run.
+            let keep = Path::new("/tmp/podctl-node-test-logs");
+            let _ = std::fs::create_dir_all(keep);
+            for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    let _ = std::fs::copy(e.path(), keep.join(e.file_name()));
+                }
+            }
+            eprintln!("component logs kept in {}", keep.display());
+        }
         let parent = self.cgroup_parent.trim_matches('/');
         let mut pids: Vec<i32> = Vec::new();
         for root in std::fs::read_dir("/sys/fs/cgroup")
