@@ -130,6 +130,23 @@ pub async fn update_status(client: &Client, cfg: &AgentConfig, last: &Node) -> R
     .api(format!("Node {} status", cfg.node_name))
 }
 
+/// Whether a condition's status differs from what the Node shows.
+fn conditions_changed(cfg: &AgentConfig, node: &Node) -> bool {
+    let m = node_status::Machine::read(&cfg.root);
+    let now = node_status::conditions(&m, &crate::status::now());
+    let shown = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    now.iter().any(|c| {
+        shown
+            .iter()
+            .find(|o| o.type_ == c.type_)
+            .is_none_or(|o| o.status != c.status)
+    })
+}
+
 /// Run the agent until `shutdown` resolves.
 pub async fn run<C: Cri>(
     cri: C,
@@ -194,12 +211,22 @@ pub async fn run<C: Cri>(
         async move {
             let mut status_tick = tokio::time::interval(cfg.status_update);
             let mut lease_tick = tokio::time::interval(cfg.lease_renew);
+            // Conditions are checked more often and sent as soon as one flips.
+            let mut check_tick = tokio::time::interval(Duration::from_secs(2));
             loop {
                 tokio::select! {
                     _ = status_tick.tick() => match update_status(&client, &cfg, &node).await {
                         Ok(n) => node = n,
                         Err(e) => tracing::warn!(error = %e, "node status"),
                     },
+                    _ = check_tick.tick() => {
+                        if conditions_changed(&cfg, &node) {
+                            match update_status(&client, &cfg, &node).await {
+                                Ok(n) => node = n,
+                                Err(e) => tracing::warn!(error = %e, "node status"),
+                            }
+                        }
+                    }
                     _ = lease_tick.tick() => {
                         if let Err(e) = lease::renew(&client, &node, cfg.lease_duration_secs).await {
                             tracing::warn!(error = %e, "lease");
