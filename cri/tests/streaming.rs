@@ -19,9 +19,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::transport::Channel;
 
+/// A byte transport: TCP after an HTTP upgrade, or a WebSocket tunnel.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// The client side of a SPDY streaming connection.
 struct Spdy {
-    sock: TcpStream,
+    sock: Box<dyn Io>,
     codec: HeaderCodec,
     buf: BytesMut,
     next: u32,
@@ -51,7 +55,71 @@ impl Spdy {
             return Err(text);
         }
         Ok(Spdy {
-            sock,
+            sock: Box::new(sock),
+            codec: HeaderCodec::new(),
+            buf: BytesMut::new(),
+            next: 1,
+        })
+    }
+
+    /// client-go's tunnel: a whole SPDY connection inside binary WebSocket
+    /// messages (`SPDY/3.1+portforward.k8s.io`). Empty messages are sent
+    /// between the bytes, as gorilla/websocket writers may.
+    async fn connect_tunnel(url: &str) -> Result<Spdy, String> {
+        use futures::{SinkExt as _, StreamExt as _};
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        use tokio_tungstenite::tungstenite::Message;
+        let mut req = url
+            .replacen("http://", "ws://", 1)
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "SPDY/3.1+portforward.k8s.io"
+                .parse()
+                .map_err(|e| format!("{e}"))?,
+        );
+        let host = url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let tcp = TcpStream::connect(host).await.map_err(|e| e.to_string())?;
+        let (ws, _) = tokio_tungstenite::client_async(req, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sink, mut source) = ws.split();
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (mut rd, mut wr) = tokio::io::split(theirs);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let empty = Message::Binary(Bytes::new());
+                if sink.send(empty).await.is_err()
+                    || sink
+                        .send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = source.next().await {
+                if let Message::Binary(b) = m {
+                    if wr.write_all(&b).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Spdy {
+            sock: Box::new(ours),
             codec: HeaderCodec::new(),
             buf: BytesMut::new(),
             next: 1,
@@ -419,26 +487,21 @@ async fn check(daemon: &Daemon, httpd: &str) {
         .await)
     .into_inner()
     .url;
-    let mut c = ok(Spdy::connect(&url, "portforward.k8s.io").await);
-    let e = c
-        .open(&[
-            ("streamType", "error"),
-            ("port", "8080"),
-            ("requestID", "0"),
-        ])
-        .await;
-    let d = c
-        .open(&[("streamType", "data"), ("port", "8080"), ("requestID", "0")])
-        .await;
-    c.data(d, b"GET / HTTP/1.0\r\n\r\n", false).await;
-    let got = c.collect(&[d, e]).await;
-    let body = got.get(&d).cloned().unwrap_or_default();
-    assert!(
-        body.ends_with(HTTPD_INDEX),
-        "{}",
-        String::from_utf8_lossy(&body)
-    );
-    assert!(got.get(&e).is_none_or(|v| v.is_empty()));
+    // Plain SPDY, then SPDY tunnelled in WebSocket (two connections in a
+    // row over one tunnel, as kubectl makes them).
+    let plain = ok(Spdy::connect(&url, "portforward.k8s.io").await);
+    forward_twice(plain, 1).await;
+    // URLs are one-time: ask again.
+    let url = ok(rt
+        .port_forward(proto::PortForwardRequest {
+            pod_sandbox_id: sb.clone(),
+            port: vec![8080],
+        })
+        .await)
+    .into_inner()
+    .url;
+    let tunnel = ok(Spdy::connect_tunnel(&url).await);
+    forward_twice(tunnel, 2).await;
 
     ok(rt
         .stop_pod_sandbox(proto::StopPodSandboxRequest {
@@ -448,4 +511,35 @@ async fn check(daemon: &Daemon, httpd: &str) {
     ok(rt
         .remove_pod_sandbox(proto::RemovePodSandboxRequest { pod_sandbox_id: sb })
         .await);
+}
+
+/// `rounds` HTTP requests to port 8080 through one port-forward
+/// connection, each on its own pair of streams.
+async fn forward_twice(mut c: Spdy, rounds: u32) {
+    for i in 0..rounds {
+        let rid = i.to_string();
+        let e = c
+            .open(&[
+                ("streamType", "error"),
+                ("port", "8080"),
+                ("requestID", &rid),
+            ])
+            .await;
+        let d = c
+            .open(&[
+                ("streamType", "data"),
+                ("port", "8080"),
+                ("requestID", &rid),
+            ])
+            .await;
+        c.data(d, b"GET / HTTP/1.0\r\n\r\n", false).await;
+        let got = c.collect(&[d, e]).await;
+        let body = got.get(&d).cloned().unwrap_or_default();
+        assert!(
+            body.ends_with(HTTPD_INDEX),
+            "round {i}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(got.get(&e).is_none_or(|v| v.is_empty()));
+    }
 }

@@ -58,7 +58,9 @@ impl AsyncRead for ChannelReader {
         cx: &mut Context<'_>,
         out: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if self.pending.is_empty() {
+        // An empty message is not end of stream (a reader would take a
+        // zero-length read as EOF): wait for data or the real end.
+        while self.pending.is_empty() {
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(b)) => self.pending = b,
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
