@@ -33,6 +33,9 @@ pub enum CriError {
     Config { path: PathBuf, reason: String },
     #[error("{0}")]
     Unavailable(String),
+    /// A CRI feature podctl does not have (e.g. image volumes).
+    #[error("{0}")]
+    Unimplemented(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -78,6 +81,7 @@ impl From<CriError> for tonic::Status {
             }
             CriError::NameReserved { .. } => tonic::Status::already_exists(msg),
             CriError::Unavailable(_) => tonic::Status::unavailable(msg),
+            CriError::Unimplemented(_) => tonic::Status::unimplemented(msg),
             _ => tonic::Status::unknown(msg),
         }
     }

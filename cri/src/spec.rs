@@ -60,6 +60,12 @@ pub(crate) fn runtime_container(
                 format!("container path {:?} is not absolute", m.container_path),
             ));
         }
+        if m.image.is_some() {
+            return Err(CriError::Unimplemented(format!(
+                "container {name} mount {}: image volumes are not supported",
+                m.container_path
+            )));
+        }
         if m.host_path.is_empty() {
             return Err(CriError::invalid(
                 format!("container {name} mount {}", m.container_path),
