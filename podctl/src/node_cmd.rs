@@ -18,9 +18,18 @@ use crate::serve::ServeArgs;
 
 #[derive(Args, Debug)]
 pub struct NodeArgs {
-    /// Credentials of this node (`system:node:<name>` in `system:nodes`).
+    /// Credentials of this node (`system:node:<name>` in `system:nodes`);
+    /// written by the TLS bootstrap when missing and
+    /// `--bootstrap-kubeconfig` is given.
     #[arg(long)]
     pub kubeconfig: PathBuf,
+    /// Bootstrap-token credentials used to request the node's client
+    /// certificate (CertificateSigningRequest) when `--kubeconfig` is missing.
+    #[arg(long)]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Where the bootstrapped key and certificate go.
+    #[arg(long, default_value = "/var/lib/podctl/pki")]
+    pub cert_dir: PathBuf,
     /// Node name (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -80,6 +89,18 @@ pub async fn node(a: NodeArgs) -> anyhow::Result<()> {
         std::future::pending::<()>(),
     ));
 
+    let node_name = a.node_name.clone().unwrap_or_else(host_name);
+    if let Some(boot) = &a.bootstrap_kubeconfig {
+        agent::bootstrap::bootstrap(
+            boot,
+            &a.kubeconfig,
+            &a.cert_dir,
+            &node_name,
+            Duration::from_secs(300),
+        )
+        .await
+        .context("TLS bootstrap")?;
+    }
     let kc = Kubeconfig::read_from(&a.kubeconfig)
         .with_context(|| format!("reading {}", a.kubeconfig.display()))?;
     let kcfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
@@ -95,7 +116,7 @@ pub async fn node(a: NodeArgs) -> anyhow::Result<()> {
         labels.insert(k.to_string(), v.to_string());
     }
     let acfg = AgentConfig {
-        node_name: a.node_name.clone().unwrap_or_else(host_name),
+        node_name,
         node_ip: a.node_ip.clone(),
         kubelet_addr: a.kubelet_address,
         tls_cert: a.tls_cert_file.clone(),

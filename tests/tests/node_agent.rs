@@ -106,13 +106,37 @@ fn a_stock_control_plane_runs_a_deployment_on_podctl_node() {
     let pubd = publish(&reg, None).unwrap_or_else(|e| panic!("{e}"));
     let mut c = Cluster::start(d);
 
-    // The node's credentials, as a kubelet's: system:node:<name> in system:nodes.
-    let (ncrt, nkey) = c.pki.cert(
-        "node",
-        &format!("/O=system:nodes/CN=system:node:{NODE}"),
-        false,
+    // TLS bootstrap, as a kubelet joins: a bootstrap token allowed to ask
+    // for node client certificates, which the controller-manager approves
+    // and signs; the node writes its own kubeconfig.
+    c.apply(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {name: bootstrap-token-abcdef, namespace: kube-system}
+type: bootstrap.kubernetes.io/token
+stringData:
+  token-id: abcdef
+  token-secret: 0123456789abcdef
+  usage-bootstrap-authentication: "true"
+  auth-extra-groups: system:bootstrappers:podctl
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: podctl-node-bootstrapper}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:node-bootstrapper"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:bootstrappers"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: podctl-node-autoapprove}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:certificates.k8s.io:certificatesigningrequests:nodeclient"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:bootstrappers"}]
+"#,
     );
-    let kubeconfig = c.pki.kubeconfig("node", &c.server, &ncrt, &nkey);
+    let boot = c
+        .pki
+        .token_kubeconfig("bootstrap", &c.server, "abcdef.0123456789abcdef");
+    let kubeconfig = d.join("node.kubeconfig");
     let (scrt, skey) = c.pki.cert("kubelet-serving", &format!("/CN={NODE}"), true);
     let config = node_config(d, &pubd.host, &cleanup);
     let port = free_port();
@@ -136,6 +160,10 @@ fn a_stock_control_plane_runs_a_deployment_on_podctl_node() {
             .arg(&config)
             .arg("--kubeconfig")
             .arg(&kubeconfig)
+            .arg("--bootstrap-kubeconfig")
+            .arg(&boot)
+            .arg("--cert-dir")
+            .arg(d.join("pki"))
             .args(["--node-name", NODE, "--node-ip", "127.0.0.1"])
             .arg(format!("--kubelet-address=127.0.0.1:{port}"))
             .arg("--tls-cert-file")
@@ -169,6 +197,26 @@ fn a_stock_control_plane_runs_a_deployment_on_podctl_node() {
         .kubectl(&["get", "lease", "-n", "kube-node-lease", NODE])
         .is_ok());
     println!("check: Node {NODE} registered, Ready, Lease renewed: ok");
+    assert!(kubeconfig.exists(), "bootstrap wrote no kubeconfig");
+    let subject = Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-in"])
+        .arg(d.join("pki/node-client.crt"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        subject.contains(&format!("system:node:{NODE}")) && subject.contains("system:nodes"),
+        "{subject}"
+    );
+    let csrs = c.get_json(&["csr"]).unwrap_or_default();
+    assert!(
+        csrs["items"].as_array().into_iter().flatten().any(|x| {
+            x["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"
+                && x["status"]["conditions"][0]["type"] == "Approved"
+        }),
+        "{csrs}"
+    );
+    println!("check: TLS bootstrap: CSR approved and signed, node kubeconfig written: ok");
 
     // The kubelet API wants credentials (healthz aside).
     let http = reqwest::blocking::Client::builder()

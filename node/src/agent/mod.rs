@@ -9,6 +9,7 @@
 //! - serves the kubelet API ([`server`]).
 
 pub mod api;
+pub mod bootstrap;
 pub mod lease;
 pub mod node_status;
 pub mod pods;

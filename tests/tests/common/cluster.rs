@@ -133,6 +133,21 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// A kubeconfig for a bearer token (a bootstrap token).
+    pub fn token_kubeconfig(&self, name: &str, server: &str, token: &str) -> PathBuf {
+        let p = self.dir.join(format!("{name}.kubeconfig"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
+             users:\n- name: {name}\n  user:\n    token: {token}\n\
+             contexts:\n- name: test\n  context:\n    cluster: test\n    user: {name}\ncurrent-context: test\n",
+            ca = self.dir.join("ca.crt").display(),
+        );
+        std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+        p
+    }
+}
+
 /// Child processes killed (by PID) on drop.
 #[derive(Default)]
 pub struct Procs(pub Vec<(String, Child)>);
@@ -248,6 +263,7 @@ impl Cluster {
                 format!("--service-account-signing-key-file={}", p("sa.key")),
                 "--service-account-issuer=https://kubernetes.default.svc".into(),
                 "--authorization-mode=Node,RBAC".into(),
+                "--enable-bootstrap-token-auth=true".into(),
                 "--enable-admission-plugins=NodeRestriction".into(),
                 format!("--kubelet-client-certificate={}", kc_crt.display()),
                 format!("--kubelet-client-key={}", kc_key.display()),
@@ -278,6 +294,8 @@ impl Cluster {
                 format!("--authorization-kubeconfig={admin_s}"),
                 format!("--service-account-private-key-file={}", p("sa.key")),
                 format!("--root-ca-file={}", p("ca.crt")),
+                format!("--cluster-signing-cert-file={}", p("ca.crt")),
+                format!("--cluster-signing-key-file={}", p("ca.key")),
                 "--leader-elect=false".into(),
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={}", free_port()),
