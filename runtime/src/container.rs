@@ -519,7 +519,21 @@ impl Runtime {
         .map_err(|e| RuntimeError::Container {
             id: id.into(),
             reason: format!("signalling monitor {pid}: {e}"),
-        })
+        })?;
+        // The monitor reopens asynchronously; answer once the file is
+        // there again, as callers (the kubelet's log rotation) expect.
+        let log = self.meta(id)?.config.log_path;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !log.as_os_str().is_empty() && !log.exists() {
+            if std::time::Instant::now() > deadline || !process_alive(pid) {
+                return Err(RuntimeError::Container {
+                    id: id.into(),
+                    reason: format!("monitor {pid} did not reopen {}", log.display()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
     }
 
     // Short names kept for existing callers.
