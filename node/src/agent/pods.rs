@@ -166,6 +166,9 @@ impl<C: Cri> PodManager<C> {
                     pod_sandbox_id: sb.id.clone(),
                 }))
                 .await;
+            if let Err(e) = crate::volumes::remove_pod_dir(&self.worker.pods_root, &uid) {
+                tracing::warn!(%uid, error = %e, "removing the pod's directory");
+            }
         }
     }
 
@@ -377,7 +380,9 @@ impl<C: Cri> PodManager<C> {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(self.worker.pods_root.join(&uid));
+        if let Err(e) = crate::volumes::remove_pod_dir(&self.worker.pods_root, &uid) {
+            tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "removing the pod's directory");
+        }
         self.view
             .lock()
             .unwrap_or_else(|e| e.into_inner())

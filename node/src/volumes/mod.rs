@@ -228,6 +228,31 @@ fn downward(
     Ok(out)
 }
 
+/// What is left of a pod whose worker is gone (an agent restart, a pod
+/// deleted meanwhile): unmount everything below `<pods_root>/<uid>`
+/// (deepest first) and remove the directory.
+pub fn remove_pod_dir(pods_root: &Path, uid: &str) -> Result<()> {
+    let dir = pods_root.join(uid);
+    if uid.is_empty() || !dir.exists() {
+        return Ok(());
+    }
+    let prefix = format!("{}/", dir.display());
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in points {
+        if let Err(e) = nix::mount::umount2(Path::new(&m), nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!(mount = %m, error = %e, "unmounting a pod volume");
+        }
+    }
+    std::fs::remove_dir_all(&dir).ctx("remove", &dir)
+}
+
 impl Volumes {
     /// Prepare every volume of `pod` under `<pods_root>/<uid>`.
     pub async fn prepare(
@@ -547,5 +572,24 @@ impl Volumes {
             // under the pod's directory.
             let _ = std::fs::remove_dir_all(&p);
         }
+    }
+}
+
+#[cfg(test)]
+mod cleanup_tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_dir_goes_with_the_mounts_below_it() {
+        let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let d = root.path().join("uid1/volumes/kubernetes.io~secret/s");
+        mount_tmpfs(&d, None).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(d.join("key"), "v").unwrap_or_else(|e| panic!("{e}"));
+        remove_pod_dir(root.path(), "uid1").unwrap_or_else(|e| panic!("{e}"));
+        assert!(!root.path().join("uid1").exists());
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        assert!(!info.contains(&d.display().to_string()), "still mounted");
+        // Nothing there: nothing to do.
+        remove_pod_dir(root.path(), "uid2").unwrap_or_else(|e| panic!("{e}"));
     }
 }
