@@ -41,26 +41,30 @@ pub(crate) fn empty() -> Body {
     Full::new(Bytes::new()).boxed()
 }
 
-pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()).boxed());
+/// A response with `body` and its content type.
+fn respond(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        hyper::header::HeaderValue::from_static(content_type),
     );
     r
 }
 
+const TEXT: &str = "text/plain; charset=utf-8";
+
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    respond(status, TEXT, Full::new(body.into()).boxed())
+}
+
 fn json(v: &impl serde::Serialize) -> Response<Body> {
     match serde_json::to_vec(v) {
-        Ok(b) => {
-            let mut r = Response::new(Full::new(Bytes::from(b)).boxed());
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("application/json"),
-            );
-            r
-        }
+        Ok(b) => respond(
+            StatusCode::OK,
+            "application/json",
+            Full::new(Bytes::from(b)).boxed(),
+        ),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -239,11 +243,12 @@ async fn handle<C: Cri>(
         ["containerLogs", ns, pod, container] => k.logs(ns, pod, container, &query(&req)).await,
         ["exec", ns, pod, container] | ["exec", ns, pod, _, container] => {
             let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
-            k.exec(req, &ns, &pod, &container).await
+            k.stream(req, Streaming::Exec, &ns, &pod, &container).await
         }
         ["attach", ns, pod, container] | ["attach", ns, pod, _, container] => {
             let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
-            k.attach(req, &ns, &pod, &container).await
+            k.stream(req, Streaming::Attach, &ns, &pod, &container)
+                .await
         }
         ["portForward", ns, pod] | ["portForward", ns, pod, _] => {
             let (ns, pod) = (ns.to_string(), pod.to_string());
@@ -251,6 +256,20 @@ async fn handle<C: Cri>(
         }
         _ => text(StatusCode::NOT_FOUND, format!("404 page not found: {path}")),
     }
+}
+
+/// Which streaming call a path asks for.
+#[derive(Clone, Copy)]
+enum Streaming {
+    Exec,
+    Attach,
+}
+
+fn no_container(ns: &str, pod: &str, container: &str) -> Response<Body> {
+    text(
+        StatusCode::NOT_FOUND,
+        format!("container {container} of pod {ns}/{pod} not found"),
+    )
 }
 
 fn flag(q: &HashMap<String, Vec<String>>, k: &str) -> bool {
@@ -303,10 +322,7 @@ impl<C: Cri> Kubelet<C> {
     ) -> Response<Body> {
         let o = logs::LogOptions::from_query(q);
         let Some(id) = self.container_id(ns, pod, container, o.previous) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                format!("container {container} of pod {ns}/{pod} not found"),
-            );
+            return no_container(ns, pod, container);
         };
         let st = match self
             .cri
@@ -350,71 +366,57 @@ impl<C: Cri> Kubelet<C> {
                 .await
                 .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
         });
-        let mut r = Response::new(BodyExt::boxed(StreamBody::new(SyncStream(stream.boxed()))));
-        r.headers_mut().insert(
-            CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        r
+        respond(
+            StatusCode::OK,
+            TEXT,
+            BodyExt::boxed(StreamBody::new(SyncStream(stream.boxed()))),
+        )
     }
 
-    async fn exec(
+    /// `/exec` and `/attach`: the CRI call for a streaming URL, then the
+    /// caller's upgrade replayed there.
+    async fn stream(
         &self,
         req: Request<Incoming>,
+        kind: Streaming,
         ns: &str,
         pod: &str,
         container: &str,
     ) -> Response<Body> {
         let q = query(&req);
         let Some(id) = self.container_id(ns, pod, container, false) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                format!("container {container} of pod {ns}/{pod} not found"),
-            );
+            return no_container(ns, pod, container);
         };
-        let r = self
-            .cri
-            .exec(CriRequest::new(proto::ExecRequest {
-                container_id: id,
-                cmd: q.get("command").cloned().unwrap_or_default(),
-                tty: flag(&q, "tty"),
-                stdin: flag(&q, "input") || flag(&q, "stdin"),
-                stdout: flag(&q, "output") || flag(&q, "stdout"),
-                stderr: flag(&q, "error") || flag(&q, "stderr"),
-            }))
-            .await;
-        match r {
-            Ok(r) => stream::proxy(req, &r.into_inner().url).await,
-            Err(s) => text(StatusCode::BAD_REQUEST, s.message().to_string()),
-        }
-    }
-
-    async fn attach(
-        &self,
-        req: Request<Incoming>,
-        ns: &str,
-        pod: &str,
-        container: &str,
-    ) -> Response<Body> {
-        let q = query(&req);
-        let Some(id) = self.container_id(ns, pod, container, false) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                format!("container {container} of pod {ns}/{pod} not found"),
-            );
+        let (tty, stdin) = (flag(&q, "tty"), flag(&q, "input") || flag(&q, "stdin"));
+        let stdout = flag(&q, "output") || flag(&q, "stdout");
+        let stderr = flag(&q, "error") || flag(&q, "stderr");
+        let url = match kind {
+            Streaming::Exec => self
+                .cri
+                .exec(CriRequest::new(proto::ExecRequest {
+                    container_id: id,
+                    cmd: q.get("command").cloned().unwrap_or_default(),
+                    tty,
+                    stdin,
+                    stdout,
+                    stderr,
+                }))
+                .await
+                .map(|r| r.into_inner().url),
+            Streaming::Attach => self
+                .cri
+                .attach(CriRequest::new(proto::AttachRequest {
+                    container_id: id,
+                    tty,
+                    stdin,
+                    stdout,
+                    stderr,
+                }))
+                .await
+                .map(|r| r.into_inner().url),
         };
-        let r = self
-            .cri
-            .attach(CriRequest::new(proto::AttachRequest {
-                container_id: id,
-                tty: flag(&q, "tty"),
-                stdin: flag(&q, "input") || flag(&q, "stdin"),
-                stdout: flag(&q, "output") || flag(&q, "stdout"),
-                stderr: flag(&q, "error") || flag(&q, "stderr"),
-            }))
-            .await;
-        match r {
-            Ok(r) => stream::proxy(req, &r.into_inner().url).await,
+        match url {
+            Ok(url) => stream::proxy(req, &url).await,
             Err(s) => text(StatusCode::BAD_REQUEST, s.message().to_string()),
         }
     }
