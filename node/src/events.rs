@@ -38,6 +38,18 @@ pub trait EventSink: Send + Sync {
     fn emit(&self, e: Event);
 }
 
+/// One log line for an event (every sink logs what it emits).
+pub fn log(e: &Event) {
+    tracing::info!(
+        pod = %format!("{}/{}", e.namespace, e.pod),
+        object = e.field_path.as_deref().unwrap_or(""),
+        kind = e.kind.as_str(),
+        reason = e.reason,
+        "{}",
+        e.message
+    );
+}
+
 /// Events to the log and, when `file` is set, one JSON line each to it.
 #[derive(Clone, Debug, Default)]
 pub struct LogEvents {
@@ -46,14 +58,7 @@ pub struct LogEvents {
 
 impl EventSink for LogEvents {
     fn emit(&self, e: Event) {
-        tracing::info!(
-            pod = %format!("{}/{}", e.namespace, e.pod),
-            object = e.field_path.as_deref().unwrap_or(""),
-            kind = e.kind.as_str(),
-            reason = e.reason,
-            "{}",
-            e.message
-        );
+        log(&e);
         if let Some(path) = &self.file {
             let line = serde_json::json!({
                 "time": crate::status::now(),

@@ -177,14 +177,7 @@ fn to_api(e: &Event, node: &str, n: u64) -> ApiEvent {
 
 impl EventSink for ApiEvents {
     fn emit(&self, e: Event) {
-        tracing::info!(
-            pod = %format!("{}/{}", e.namespace, e.pod),
-            object = e.field_path.as_deref().unwrap_or(""),
-            kind = e.kind.as_str(),
-            reason = e.reason,
-            "{}",
-            e.message
-        );
+        crate::events::log(&e);
         if self.tx.try_send(e).is_err() {
             tracing::warn!("event queue full; event dropped");
         }
