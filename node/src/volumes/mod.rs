@@ -228,6 +228,14 @@ fn downward(
     Ok(out)
 }
 
+/// The pod's volumes, borrowed.
+fn volumes_of(pod: &Pod) -> &[Volume] {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_deref())
+        .unwrap_or_default()
+}
+
 /// What is left of a pod whose worker is gone (an agent restart, a pod
 /// deleted meanwhile): unmount everything below `<pods_root>/<uid>`
 /// (deepest first) and remove the directory.
@@ -266,12 +274,7 @@ impl Volumes {
             pod: format!("{}/{}", facts.namespace, facts.name),
             ..Default::default()
         };
-        let volumes = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.volumes.clone())
-            .unwrap_or_default();
-        for vol in &volumes {
+        for vol in volumes_of(pod) {
             if let Err(e) = v.prepare_one(vol, pod, facts, sources).await {
                 v.teardown();
                 return Err(e);
@@ -491,12 +494,7 @@ impl Volumes {
         facts: &PodFacts,
         sources: &dyn Sources,
     ) -> Result<()> {
-        let volumes = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.volumes.clone())
-            .unwrap_or_default();
-        for vol in &volumes {
+        for vol in volumes_of(pod) {
             if let Some((plugin, payload, _)) = self.payload_of(vol, pod, facts, sources).await? {
                 let d = self.dir(plugin, &vol.name);
                 if d.is_dir() {
