@@ -153,8 +153,7 @@ pub fn set_pod_limits(
             write(dir.clone(), "memory.max", m.to_string())?;
         }
         if let Some(s) = r.cpu_shares {
-            // The kubelet's shares → weight conversion.
-            let weight = 1 + ((s.clamp(2, 262_144) - 2) * 9999) / 262_142;
+            let weight = crate::update::shares_to_weight(s);
             write(dir.clone(), "cpu.weight", weight.to_string())?;
         }
         if let Some(q) = r.cpu_quota {
