@@ -110,11 +110,15 @@ pub async fn register(client: &Client, cfg: &AgentConfig) -> Result<Node> {
 }
 
 /// Update the node's status (conditions' heartbeats, capacity).
-pub async fn update_status(client: &Client, cfg: &AgentConfig, last: &Node) -> Result<Node> {
+pub async fn update_status(
+    client: &Client,
+    cfg: &AgentConfig,
+    m: &node_status::Machine,
+    last: &Node,
+) -> Result<Node> {
     let api: Api<Node> = Api::all(client.clone());
     let now = crate::status::now();
-    let m = node_status::Machine::read(&cfg.root);
-    let mut st = node_status::status(cfg, &m, &now);
+    let mut st = node_status::status(cfg, m, &now);
     if let (Some(new), Some(old)) = (
         st.conditions.as_mut(),
         last.status.as_ref().and_then(|s| s.conditions.as_ref()),
@@ -132,9 +136,8 @@ pub async fn update_status(client: &Client, cfg: &AgentConfig, last: &Node) -> R
 }
 
 /// Whether a condition's status differs from what the Node shows.
-fn conditions_changed(cfg: &AgentConfig, node: &Node) -> bool {
-    let m = node_status::Machine::read(&cfg.root);
-    let now = node_status::conditions(&m, &crate::status::now());
+fn conditions_changed(m: &node_status::Machine, node: &Node) -> bool {
+    let now = node_status::conditions(m, &crate::status::now());
     let shown = node
         .status
         .as_ref()
@@ -215,23 +218,22 @@ pub async fn run<C: Cri>(
             // Conditions are checked more often and sent as soon as one flips.
             let mut check_tick = tokio::time::interval(Duration::from_secs(2));
             loop {
-                tokio::select! {
-                    _ = status_tick.tick() => match update_status(&client, &cfg, &node).await {
-                        Ok(n) => node = n,
-                        Err(e) => tracing::warn!(error = %e, "node status"),
-                    },
-                    _ = check_tick.tick() => {
-                        if conditions_changed(&cfg, &node) {
-                            match update_status(&client, &cfg, &node).await {
-                                Ok(n) => node = n,
-                                Err(e) => tracing::warn!(error = %e, "node status"),
-                            }
-                        }
-                    }
+                // Status goes out every period, or as soon as a condition flips.
+                let periodic = tokio::select! {
+                    _ = status_tick.tick() => true,
+                    _ = check_tick.tick() => false,
                     _ = lease_tick.tick() => {
                         if let Err(e) = lease::renew(&client, &node, cfg.lease_duration_secs).await {
                             tracing::warn!(error = %e, "lease");
                         }
+                        continue;
+                    }
+                };
+                let m = node_status::Machine::read(&cfg.root);
+                if periodic || conditions_changed(&m, &node) {
+                    match update_status(&client, &cfg, &m, &node).await {
+                        Ok(n) => node = n,
+                        Err(e) => tracing::warn!(error = %e, "node status"),
                     }
                 }
             }

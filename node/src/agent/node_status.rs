@@ -93,6 +93,15 @@ impl Machine {
     }
 }
 
+/// The Go architecture name Kubernetes uses (amd64, arm64, ...).
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
 fn q(s: impl Into<String>) -> Quantity {
     Quantity(s.into())
 }
@@ -226,9 +235,7 @@ pub fn status(cfg: &AgentConfig, m: &Machine, now: &Time) -> NodeStatus {
             }),
         }),
         node_info: Some(NodeSystemInfo {
-            architecture: std::env::consts::ARCH
-                .replace("x86_64", "amd64")
-                .replace("aarch64", "arm64"),
+            architecture: arch().into(),
             operating_system: "linux".into(),
             kernel_version: m.kernel.clone(),
             os_image: m.os_image.clone(),
@@ -246,9 +253,7 @@ pub fn status(cfg: &AgentConfig, m: &Machine, now: &Time) -> NodeStatus {
 
 /// The Node object to register.
 pub fn node(cfg: &AgentConfig, m: &Machine, now: &Time) -> Node {
-    let arch = std::env::consts::ARCH
-        .replace("x86_64", "amd64")
-        .replace("aarch64", "arm64");
+    let arch = arch().to_string();
     let mut labels: BTreeMap<String, String> = [
         ("kubernetes.io/hostname".to_string(), cfg.node_name.clone()),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
