@@ -62,6 +62,12 @@ pub struct PodManager<C: Cri> {
     handles: Arc<Mutex<BTreeMap<String, Handle>>>,
 }
 
+/// A mutex's guard, also after a panic elsewhere poisoned it (the maps
+/// stay consistent: every update is a single insert or remove).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn uid_of(p: &Pod) -> String {
     p.metadata.uid.clone().unwrap_or_default()
 }
@@ -154,21 +160,7 @@ impl<C: Cri> PodManager<C> {
                 continue;
             }
             tracing::info!(sandbox = %sb.id, %uid, "removing the sandbox of a pod no longer in the API");
-            let _ = self
-                .cri
-                .stop_pod_sandbox(Request::new(proto::StopPodSandboxRequest {
-                    pod_sandbox_id: sb.id.clone(),
-                }))
-                .await;
-            let _ = self
-                .cri
-                .remove_pod_sandbox(Request::new(proto::RemovePodSandboxRequest {
-                    pod_sandbox_id: sb.id.clone(),
-                }))
-                .await;
-            if let Err(e) = crate::volumes::remove_pod_dir(&self.worker.pods_root, &uid) {
-                tracing::warn!(%uid, error = %e, "removing the pod's directory");
-            }
+            self.remove_sandboxes(&uid, vec![sb.id]).await;
         }
     }
 
@@ -183,7 +175,7 @@ impl<C: Cri> PodManager<C> {
     pub fn start(self: &Arc<Self>, pod: Pod) {
         let uid = uid_of(&pod);
         let deleting = pod.metadata.deletion_timestamp.is_some();
-        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let mut handles = lock(&self.handles);
         if let Some(h) = handles.get_mut(&uid) {
             if deleting && !h.delete_after {
                 h.delete_after = true;
@@ -221,7 +213,7 @@ impl<C: Cri> PodManager<C> {
     /// Stop a pod now (`grace` None: the pod's own), deleting its API
     /// object (the mirror, for a static pod) once it is down.
     pub fn stop(&self, uid: &str, grace: Option<Duration>) {
-        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let mut handles = lock(&self.handles);
         if let Some(h) = handles.get_mut(uid) {
             h.delete_after = true;
             let _ = h.stop.send(Some(Stop { grace }));
@@ -230,19 +222,14 @@ impl<C: Cri> PodManager<C> {
 
     /// UIDs of the pods running here.
     pub fn running(&self) -> Vec<String> {
-        self.handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect()
+        lock(&self.handles).keys().cloned().collect()
     }
 
     fn gone(&self, pod: &Pod) {
         if is_mirror(pod) {
             return;
         }
-        let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let handles = lock(&self.handles);
         if let Some(h) = handles.get(&uid_of(pod)) {
             tracing::info!(pod = ?key(pod), "pod removed from the API: stopping now");
             let _ = h.stop.send(Some(Stop {
@@ -266,10 +253,7 @@ impl<C: Cri> PodManager<C> {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "cannot run pod");
-                self.handles
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&uid);
+                lock(&self.handles).remove(&uid);
                 return;
             }
         };
@@ -292,17 +276,11 @@ impl<C: Cri> PodManager<C> {
         reporter.abort();
         self.show(&pod, Some(last.clone()));
         self.patch_status(&pod, &last).await;
-        let delete = self
-            .handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let delete = lock(&self.handles)
             .get(&uid)
             .is_some_and(|h| h.delete_after);
         self.finish(&pod, delete).await;
-        self.handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&uid);
+        lock(&self.handles).remove(&uid);
     }
 
     /// Record the pod (and its status) for `/pods`.
@@ -311,10 +289,7 @@ impl<C: Cri> PodManager<C> {
         if status.is_some() {
             p.status = status;
         }
-        self.view
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(uid_of(pod), p);
+        lock(&self.view).insert(uid_of(pod), p);
     }
 
     /// Patch `status` (guarded by the pod's UID), retrying transient errors.
@@ -346,6 +321,30 @@ impl<C: Cri> PodManager<C> {
         }
     }
 
+    /// Stop and remove a pod's sandboxes, then its directory (volumes).
+    async fn remove_sandboxes(&self, uid: &str, ids: Vec<String>) {
+        for id in ids {
+            let _ = self
+                .cri
+                .stop_pod_sandbox(Request::new(proto::StopPodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                }))
+                .await;
+            if let Err(s) = self
+                .cri
+                .remove_pod_sandbox(Request::new(proto::RemovePodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                }))
+                .await
+            {
+                tracing::warn!(sandbox = %id, %uid, error = %s.message(), "removing sandbox");
+            }
+        }
+        if let Err(e) = crate::volumes::remove_pod_dir(&self.worker.pods_root, uid) {
+            tracing::warn!(%uid, error = %e, "removing the pod's directory");
+        }
+    }
+
     /// The pod is done here: remove its sandboxes and, when it is being
     /// deleted, the API object (grace 0, UID precondition).
     async fn finish(&self, pod: &Pod, delete: bool) {
@@ -355,38 +354,16 @@ impl<C: Cri> PodManager<C> {
             label_selector: [("io.kubernetes.pod.uid".to_string(), uid.clone())].into(),
             ..Default::default()
         };
-        if let Ok(list) = self
+        let ids = self
             .cri
             .list_pod_sandbox(Request::new(proto::ListPodSandboxRequest {
                 filter: Some(filter),
             }))
             .await
-        {
-            for sb in list.into_inner().items {
-                let _ = self
-                    .cri
-                    .stop_pod_sandbox(Request::new(proto::StopPodSandboxRequest {
-                        pod_sandbox_id: sb.id.clone(),
-                    }))
-                    .await;
-                if let Err(s) = self
-                    .cri
-                    .remove_pod_sandbox(Request::new(proto::RemovePodSandboxRequest {
-                        pod_sandbox_id: sb.id.clone(),
-                    }))
-                    .await
-                {
-                    tracing::warn!(pod = %format!("{ns}/{name}"), error = %s.message(), "removing sandbox");
-                }
-            }
-        }
-        if let Err(e) = crate::volumes::remove_pod_dir(&self.worker.pods_root, &uid) {
-            tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "removing the pod's directory");
-        }
-        self.view
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&uid);
+            .map(|l| l.into_inner().items.into_iter().map(|sb| sb.id).collect())
+            .unwrap_or_default();
+        self.remove_sandboxes(&uid, ids).await;
+        lock(&self.view).remove(&uid);
         if delete {
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
             let dp = DeleteParams {

@@ -280,7 +280,7 @@ fn flag(q: &HashMap<String, Vec<String>>, k: &str) -> bool {
 
 impl<C: Cri> Kubelet<C> {
     fn pods(&self) -> std::collections::BTreeMap<String, Pod> {
-        self.pods.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        super::pods::lock(&self.pods).clone()
     }
 
     fn pod(&self, ns: &str, name: &str) -> Option<Pod> {
