@@ -98,10 +98,15 @@ fn render(text: &str, o: &LogOptions, since: Option<i64>) -> Vec<String> {
 /// The whole (non-follow) answer.
 pub fn read_all(path: &Path, o: &LogOptions) -> std::io::Result<String> {
     let text = std::fs::read_to_string(path)?;
+    Ok(answer(&text, o))
+}
+
+/// The answer for the log text read so far.
+fn answer(text: &str, o: &LogOptions) -> String {
     let since = o
         .since_seconds
         .map(|s| jiff::Timestamp::now().as_second() - s);
-    let mut lines = render(&text, o, since);
+    let mut lines = render(text, o, since);
     if let Some(n) = o.tail_lines {
         let skip = lines.len().saturating_sub(n);
         lines.drain(..skip);
@@ -110,7 +115,7 @@ pub fn read_all(path: &Path, o: &LogOptions) -> std::io::Result<String> {
     if let Some(n) = o.limit_bytes {
         s.truncate(n.min(s.len()));
     }
-    Ok(s)
+    s
 }
 
 /// Follow: the answer so far, then new complete lines as they come,
@@ -123,20 +128,24 @@ pub fn follow(
 ) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
-        let Ok(head) = read_all(
-            &path,
+        // Read once: what the answer shows so far is where following starts
+        // (a second look at the file's size would skip lines written in between).
+        if std::fs::File::open(&path).is_err() {
+            return;
+        }
+        let mut offset = 0;
+        let text = read_from(&path, &mut offset);
+        let head = answer(
+            &text,
             &LogOptions {
                 follow: false,
                 limit_bytes: None,
                 ..o.clone()
             },
-        ) else {
-            return;
-        };
+        );
         if tx.send(Bytes::from(head)).await.is_err() {
             return;
         }
-        let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let mut carry = String::new();
         loop {
             let chunk = read_from(&path, &mut offset);
