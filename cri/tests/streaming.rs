@@ -65,29 +65,10 @@ impl Spdy {
     /// client-go's tunnel: a whole SPDY connection inside binary WebSocket
     /// messages (`SPDY/3.1+portforward.k8s.io`). Empty messages are sent
     /// between the bytes, as gorilla/websocket writers may.
-    async fn connect_tunnel(url: &str) -> Result<Spdy, String> {
+    async fn connect_tunnel(url: &str) -> Spdy {
         use futures::{SinkExt as _, StreamExt as _};
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
         use tokio_tungstenite::tungstenite::Message;
-        let mut req = url
-            .replacen("http://", "ws://", 1)
-            .into_client_request()
-            .map_err(|e| e.to_string())?;
-        req.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            "SPDY/3.1+portforward.k8s.io"
-                .parse()
-                .map_err(|e| format!("{e}"))?,
-        );
-        let host = url
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap_or_default();
-        let tcp = TcpStream::connect(host).await.map_err(|e| e.to_string())?;
-        let (ws, _) = tokio_tungstenite::client_async(req, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
+        let ws = websocket(url, "SPDY/3.1+portforward.k8s.io").await;
         let (mut sink, mut source) = ws.split();
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let (mut rd, mut wr) = tokio::io::split(theirs);
@@ -118,12 +99,12 @@ impl Spdy {
                 }
             }
         });
-        Ok(Spdy {
+        Spdy {
             sock: Box::new(ours),
             codec: HeaderCodec::new(),
             buf: BytesMut::new(),
             next: 1,
-        })
+        }
     }
 
     async fn send(&mut self, f: Frame) {
@@ -201,29 +182,34 @@ impl Spdy {
     }
 }
 
-/// Exec over WebSocket; bytes per channel until the server closes.
-async fn websocket_exec(url: &str) -> std::collections::HashMap<u8, Vec<u8>> {
-    use futures::StreamExt as _;
+/// A WebSocket to a streaming URL with `protocol`, which the server must
+/// have chosen.
+async fn websocket(url: &str, protocol: &str) -> tokio_tungstenite::WebSocketStream<TcpStream> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-    use tokio_tungstenite::tungstenite::Message;
-    let ws_url = url.replacen("http://", "ws://", 1);
-    let mut req = ok(ws_url.into_client_request());
+    let mut req = ok(url.replacen("http://", "ws://", 1).into_client_request());
     req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", ok("v5.channel.k8s.io".parse()));
+        .insert("Sec-WebSocket-Protocol", ok(protocol.parse()));
     let host = url
         .trim_start_matches("http://")
         .split('/')
         .next()
-        .unwrap_or_default()
-        .to_string();
+        .unwrap_or_default();
     let sock = ok(TcpStream::connect(host).await);
-    let (mut ws, resp) = ok(tokio_tungstenite::client_async(req, sock).await);
+    let (ws, resp) = ok(tokio_tungstenite::client_async(req, sock).await);
     assert_eq!(
         resp.headers()
             .get("Sec-WebSocket-Protocol")
             .and_then(|v| v.to_str().ok()),
-        Some("v5.channel.k8s.io")
+        Some(protocol)
     );
+    ws
+}
+
+/// Exec over WebSocket; bytes per channel until the server closes.
+async fn websocket_exec(url: &str) -> std::collections::HashMap<u8, Vec<u8>> {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = websocket(url, "v5.channel.k8s.io").await;
     let mut chans: std::collections::HashMap<u8, Vec<u8>> = Default::default();
     while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
         match msg {
@@ -500,7 +486,7 @@ async fn check(daemon: &Daemon, httpd: &str) {
         .await)
     .into_inner()
     .url;
-    let tunnel = ok(Spdy::connect_tunnel(&url).await);
+    let tunnel = Spdy::connect_tunnel(&url).await;
     forward_twice(tunnel, 2).await;
 
     ok(rt
