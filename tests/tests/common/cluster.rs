@@ -119,27 +119,26 @@ impl Pki {
 
     /// A kubeconfig for a client certificate.
     pub fn kubeconfig(&self, name: &str, server: &str, crt: &Path, key: &Path) -> PathBuf {
-        let p = self.dir.join(format!("{name}.kubeconfig"));
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
-             users:\n- name: {name}\n  user:\n    client-certificate: {crt}\n    client-key: {key}\n\
-             contexts:\n- name: test\n  context:\n    cluster: test\n    user: {name}\ncurrent-context: test\n",
-            ca = self.dir.join("ca.crt").display(),
-            crt = crt.display(),
-            key = key.display(),
+        let user = format!(
+            "client-certificate: {}\n    client-key: {}",
+            crt.display(),
+            key.display()
         );
-        std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
-        p
+        self.write_kubeconfig(name, server, &user)
     }
-}
 
-impl Pki {
     /// A kubeconfig for a bearer token (a bootstrap token).
     pub fn token_kubeconfig(&self, name: &str, server: &str, token: &str) -> PathBuf {
+        self.write_kubeconfig(name, server, &format!("token: {token}"))
+    }
+
+    /// `<name>.kubeconfig`: the cluster at `server` trusted by this CA, and
+    /// user `name` with the `user` block's lines.
+    fn write_kubeconfig(&self, name: &str, server: &str, user: &str) -> PathBuf {
         let p = self.dir.join(format!("{name}.kubeconfig"));
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
-             users:\n- name: {name}\n  user:\n    token: {token}\n\
+             users:\n- name: {name}\n  user:\n    {user}\n\
              contexts:\n- name: test\n  context:\n    cluster: test\n    user: {name}\ncurrent-context: test\n",
             ca = self.dir.join("ca.crt").display(),
         );
