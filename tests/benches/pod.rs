@@ -37,15 +37,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let lowers = store.layer_dirs(&rec)?;
 
     let bridge = format!("podctl-b{}", std::process::id() % 1000);
-    let conf_dir = dir.path().join("cni");
-    std::fs::create_dir_all(&conf_dir)?;
-    let conflist = serde_json::json!({
-        "cniVersion": "1.0.0", "name": "podctl-bench",
-        "plugins": [{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
-                     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.90.0.0/24"}]],
-                              "dataDir": dir.path().join("ipam")}}],
-    });
-    std::fs::write(conf_dir.join("10-bench.conflist"), conflist.to_string())?;
+    let conf_dir = podctl_tests::write_bridge_conflist(
+        dir.path(),
+        "podctl-bench",
+        &bridge,
+        "10.90.0.0/24",
+        false,
+    )?;
     let shim = std::env::var_os("PODCTL_SHIM")
         .map(Into::into)
         .unwrap_or_else(|| podctl_tests::workspace_bin("podctl-shim"));

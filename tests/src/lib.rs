@@ -71,3 +71,29 @@ pub fn workspace_bin(name: &str) -> std::path::PathBuf {
     }
     dir.join(name)
 }
+
+/// A CNI bridge network for a test's own daemon or runtime: writes
+/// `<dir>/cni/10-test.conflist` (bridge `bridge`, host-local addresses from
+/// `subnet` kept in `<dir>/ipam`, and the portmap plugin when `portmap`)
+/// and returns the configuration directory.
+pub fn write_bridge_conflist(
+    dir: &std::path::Path,
+    name: &str,
+    bridge: &str,
+    subnet: &str,
+    portmap: bool,
+) -> std::io::Result<std::path::PathBuf> {
+    let conf = dir.join("cni");
+    std::fs::create_dir_all(&conf)?;
+    let mut plugins = vec![serde_json::json!({
+        "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": dir.join("ipam")},
+    })];
+    if portmap {
+        plugins
+            .push(serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}}));
+    }
+    let v = serde_json::json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins});
+    std::fs::write(conf.join("10-test.conflist"), v.to_string())?;
+    Ok(conf)
+}

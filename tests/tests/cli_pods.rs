@@ -56,16 +56,12 @@ fn setup() -> (Registry, podctl_tests::fixtures::Published, Env) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let n = std::process::id() % 200 + 20;
     let bridge = format!("podctl-c{n}");
-    std::fs::create_dir_all(dir.path().join("cni")).unwrap_or_else(|e| panic!("{e}"));
-    let conflist = serde_json::json!({
-        "cniVersion": "1.0.0", "name": "podctl-cli-test",
-        "plugins": [{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
-                     "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("10.89.{n}.0/24")}]],
-                              "dataDir": dir.path().join("ipam")}}],
-    });
-    std::fs::write(
-        dir.path().join("cni/10-test.conflist"),
-        conflist.to_string(),
+    podctl_tests::write_bridge_conflist(
+        dir.path(),
+        "podctl-cli-test",
+        &bridge,
+        &format!("10.89.{n}.0/24"),
+        false,
     )
     .unwrap_or_else(|e| panic!("{e}"));
     (reg, pubd, Env { dir, bridge })

@@ -32,18 +32,14 @@ fn cleanup_for(dir: &Path) -> NodeCleanup {
 
 fn node_config(dir: &Path, registry: &str, cleanup: &NodeCleanup) -> std::path::PathBuf {
     let n = std::process::id() % 200 + 20;
-    std::fs::create_dir_all(dir.join("cni")).unwrap_or_else(|e| panic!("{e}"));
-    let conflist = serde_json::json!({
-        "cniVersion": "1.0.0", "name": "podctl-node-test",
-        "plugins": [{"type": "bridge", "bridge": format!("podnode{n}"), "isGateway": true,
-                     "ipMasq": false,
-                     "ipam": {"type": "host-local",
-                              "ranges": [[{"subnet": format!("10.91.{n}.0/24")}]],
-                              "dataDir": dir.join("ipam")}},
-                    {"type": "portmap", "capabilities": {"portMappings": true}}],
-    });
-    std::fs::write(dir.join("cni/10-test.conflist"), conflist.to_string())
-        .unwrap_or_else(|e| panic!("{e}"));
+    podctl_tests::write_bridge_conflist(
+        dir,
+        "podctl-node-test",
+        &cleanup.bridge,
+        &format!("10.91.{n}.0/24"),
+        true,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let cfg = format!(
         "socket = \"{d}/podctl.sock\"\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
          cgroup_parent = \"{cg}\"\nlog_level = \"info,podctl=debug\"\n\n\
@@ -79,6 +75,23 @@ fn first_pod(c: &Cluster) -> Option<serde_json::Value> {
         .iter()
         .find(|p| p["metadata"]["deletionTimestamp"].is_null())
         .cloned()
+}
+
+/// The reasons of the Events about one object.
+fn event_reasons(c: &Cluster, name: &str) -> Vec<String> {
+    let events = c
+        .get_json(&[
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+        ])
+        .unwrap_or_default();
+    events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["reason"].as_str().map(str::to_string))
+        .collect()
 }
 
 fn ready(p: &serde_json::Value) -> bool {
@@ -411,21 +424,9 @@ spec:
         ])
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(summary.contains(&name), "{summary}");
-    let events = c
-        .get_json(&[
-            "events",
-            "--field-selector",
-            &format!("involvedObject.name={name}"),
-        ])
-        .unwrap_or_default();
-    let reasons: Vec<&str> = events["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["reason"].as_str())
-        .collect();
+    let reasons = event_reasons(&c, &name);
     for r in ["Scheduled", "Pulled", "Created", "Started"] {
-        assert!(reasons.contains(&r), "{r} not in {reasons:?}");
+        assert!(reasons.iter().any(|x| x == r), "{r} not in {reasons:?}");
     }
     println!("check: stats/summary through the API server, Events {reasons:?}: ok");
 
@@ -440,20 +441,10 @@ spec:
         "the deleted pod's container still runs"
     );
     println!("check: deleting the pod ended its container before the object went: ok");
-    let events = c
-        .get_json(&[
-            "events",
-            "--field-selector",
-            &format!("involvedObject.name={name}"),
-        ])
-        .unwrap_or_default();
+    let reasons = event_reasons(&c, &name);
     assert!(
-        events["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|e| e["reason"] == "Killing"),
-        "no Killing event: {events}"
+        reasons.iter().any(|r| r == "Killing"),
+        "no Killing event: {reasons:?}"
     );
     c.wait("the replacement pod Ready", 180, || {
         first_pod(&c).is_some_and(|p| p["metadata"]["name"] != name.as_str() && ready(&p))

@@ -41,17 +41,13 @@ impl Drop for Daemon {
 }
 
 fn conflist(dir: &Path, bridge: &str, subnet: &str) -> Result<PathBuf> {
-    let conf = dir.join("cni");
-    std::fs::create_dir_all(&conf)?;
-    let v = serde_json::json!({
-        "cniVersion": "1.0.0", "name": format!("bench-{bridge}"),
-        "plugins": [{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
-                     "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
-                              "dataDir": dir.join("ipam")}},
-                    {"type": "portmap", "capabilities": {"portMappings": true}}],
-    });
-    std::fs::write(conf.join("10-bench.conflist"), v.to_string())?;
-    Ok(conf)
+    Ok(podctl_tests::write_bridge_conflist(
+        dir,
+        &format!("bench-{bridge}"),
+        bridge,
+        subnet,
+        true,
+    )?)
 }
 
 fn wait_socket(socket: &Path, child: &mut Child, log: &Path) -> Result<()> {

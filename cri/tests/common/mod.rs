@@ -96,17 +96,12 @@ pub fn setup(pubd: &Published, extra: &str) -> Setup {
     let n = std::process::id() % 200 + 20;
     let bridge = format!("podcri{n}");
     let subnet = format!("10.90.{n}");
-    ok(std::fs::create_dir_all(d.join("cni")));
-    let conflist = serde_json::json!({
-        "cniVersion": "1.0.0", "name": "podctl-cri-test",
-        "plugins": [{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
-                     "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("{subnet}.0/24")}]],
-                              "dataDir": d.join("ipam")}},
-                    {"type": "portmap", "capabilities": {"portMappings": true}}],
-    });
-    ok(std::fs::write(
-        d.join("cni/10-test.conflist"),
-        conflist.to_string(),
+    ok(podctl_tests::write_bridge_conflist(
+        d,
+        "podctl-cri-test",
+        &bridge,
+        &format!("{subnet}.0/24"),
+        true,
     ));
     let socket = d.join("podctl.sock");
     let config = format!(
