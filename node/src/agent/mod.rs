@@ -239,23 +239,17 @@ pub async fn run<C: Cri>(
             }
         }
     };
-    tokio::select! {
-        () = heartbeat => {}
-        () = shutdown => tracing::info!("node agent stopping"),
-        r = server => {
-            watch.abort();
-            if let Some(s) = &statics {
-                s.abort();
-            }
-            return match r {
-                Ok(r) => r,
-                Err(e) => Err(crate::NodeError::Server { reason: e.to_string() }),
-            };
+    let result = tokio::select! {
+        () = heartbeat => Ok(()),
+        () = shutdown => {
+            tracing::info!("node agent stopping");
+            Ok(())
         }
-    }
+        r = server => r.unwrap_or_else(|e| Err(crate::NodeError::Server { reason: e.to_string() })),
+    };
     watch.abort();
     if let Some(s) = statics {
         s.abort();
     }
-    Ok(())
+    result
 }
