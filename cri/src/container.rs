@@ -387,7 +387,7 @@ pub(crate) fn status_of(rec: &ContainerRecord, st: &ContainerStatus) -> proto::C
         image: Some(image),
         image_ref: rec.image_ref.clone(),
         reason: st.reason.clone(),
-        message: String::new(),
+        message: st.message.clone(),
         labels: c.labels.clone(),
         annotations: c.annotations.clone(),
         mounts,

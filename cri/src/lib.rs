@@ -8,6 +8,7 @@
 //! in-process callers (`podctl run`, the node agent) go through those
 //! same traits.
 
+pub mod authority;
 mod config;
 mod container;
 mod error;

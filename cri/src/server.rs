@@ -8,7 +8,9 @@ use std::path::Path;
 
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt as _;
 
+use crate::authority::AuthorityFix;
 use crate::error::{IoContext, Result};
 use crate::proto::image_service_server::ImageServiceServer;
 use crate::proto::runtime_service_server::RuntimeServiceServer;
@@ -43,11 +45,13 @@ pub async fn serve(
     let img = ImageServiceServer::new(svc)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
+    // Old gRPC clients' socket-path `:authority` is made acceptable.
+    let incoming = UnixListenerStream::new(listener).map(|c| c.map(AuthorityFix::new));
     notify("READY=1");
     tonic::transport::Server::builder()
         .add_service(rt)
         .add_service(img)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| crate::CriError::Internal(format!("gRPC server: {e}")))?;
     notify("STOPPING=1");

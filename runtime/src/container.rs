@@ -11,7 +11,7 @@ use podctl_shim::logfmt::{now_ns, rfc3339_nano};
 use podctl_shim::state::{read_pid, write_atomic};
 use podctl_shim::ExitRecord;
 
-use crate::config::{CgroupDriver, RuntimeConfig};
+use crate::config::RuntimeConfig;
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{cgroup, lock, rootfs, shim, spec, user};
 
@@ -131,19 +131,23 @@ pub struct ContainerStatus {
     pub started_at_ns: i64,
     pub finished_at_ns: i64,
     pub exit_code: Option<i32>,
-    /// `Completed`, `Error`, `OOMKilled` or `Unknown` once exited.
+    /// `Completed`, `Error`, `OOMKilled`, `StartError` or `Unknown` once
+    /// exited.
     pub reason: String,
+    /// Why, for a `StartError`.
+    #[serde(default)]
+    pub message: String,
     pub log_path: PathBuf,
     pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct Meta {
-    config: ContainerConfig,
-    sandbox_id: Option<String>,
-    created_at_ns: i64,
-    started_at_ns: i64,
-    cgroups_path: String,
+pub(crate) struct Meta {
+    pub(crate) config: ContainerConfig,
+    pub(crate) sandbox_id: Option<String>,
+    pub(crate) created_at_ns: i64,
+    pub(crate) started_at_ns: i64,
+    pub(crate) cgroups_path: String,
 }
 
 /// Runs pods and containers through the shim. Cheap to create: all state
@@ -166,7 +170,7 @@ impl Runtime {
         ] {
             std::fs::create_dir_all(&d).ctx("create", &d)?;
         }
-        let shim = shim::locate(cfg.shim.as_deref());
+        let shim = shim::locate_or_name(cfg.shim.as_deref());
         Ok(Runtime { cfg, shim })
     }
 
@@ -186,13 +190,13 @@ impl Runtime {
         self.cfg.state_dir.join("runc")
     }
 
-    fn meta(&self, id: &str) -> Result<Meta> {
+    pub(crate) fn meta(&self, id: &str) -> Result<Meta> {
         read_meta(id, &self.dir(id).join(META), |id, reason| {
             RuntimeError::Container { id, reason }
         })
     }
 
-    fn save_meta(&self, id: &str, m: &Meta) -> Result<()> {
+    pub(crate) fn save_meta(&self, id: &str, m: &Meta) -> Result<()> {
         let p = self.dir(id).join(META);
         let b = serde_json::to_vec_pretty(m).map_err(|e| RuntimeError::Container {
             id: id.into(),
@@ -219,6 +223,11 @@ impl Runtime {
         cfg.mounts = mounts;
         if cfg.hostname.is_empty() {
             cfg.hostname = pod.hostname;
+        }
+        // Containers see their hostname in HOSTNAME too, as containerd and
+        // CRI-O set it (a variable the container's own env sets wins).
+        if !cfg.env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+            cfg.env.insert(0, format!("HOSTNAME={}", cfg.hostname));
         }
         self.create_in(Some(sandbox_id), cfg)
     }
@@ -295,43 +304,34 @@ impl Runtime {
                 cgroups_path: cgroups_path.clone(),
             },
         )?;
-        let root_s = self.libcontainer_root().display().to_string();
-        let dir_s = dir.display().to_string();
-        let log_s = cfg.log_path.display().to_string();
-        let (oom, oom_parent) = cgroup::oom_files(self.cfg.cgroup_driver, &cgroups_path);
-        let oom = oom.map(|p| p.display().to_string());
-        let oom_parent = oom_parent.map(|p| p.display().to_string());
-        let mut args = vec![
-            "--id", id, "--bundle", &dir_s, "--root", &root_s, "--dir", &dir_s, "--log", &log_s,
-        ];
-        if let Some(o) = &oom {
-            args.extend(["--oom-file", o.as_str()]);
-        }
-        if let Some(o) = &oom_parent {
-            args.extend(["--oom-parent", o.as_str()]);
-        }
-        if self.cfg.cgroup_driver == CgroupDriver::Systemd {
-            args.push("--systemd");
-        }
-        if cfg.stdin {
-            args.push("--stdin");
-            if cfg.stdin_once {
-                args.push("--stdin-once");
-            }
-        }
-        if cfg.tty {
-            args.push("--tty");
-        }
-        shim::run(&self.shim, id, "create", &args)?;
+        // The runtime's create (the monitor, libcontainer's init) waits for
+        // StartContainer, as containerd's task does: a missing executable
+        // then fails the start, not the create.
         Ok(())
     }
 
-    /// Start a created container.
+    /// Start a created container: its monitor and init are made now
+    /// ([`Runtime::launch`]), then released. A container that cannot be
+    /// started is exited with reason `StartError` and the error as its
+    /// message.
     pub fn start_container(&self, id: &str) -> Result<()> {
         let _l = lock::exclusive(&self.locks(), id)?;
         let mut m = self.meta(id)?;
+        if m.started_at_ns != 0 || ExitRecord::read(&self.dir(id)).ok().flatten().is_some() {
+            return Err(RuntimeError::Container {
+                id: id.into(),
+                reason: "container is not in the created state".into(),
+            });
+        }
         let root = self.libcontainer_root().display().to_string();
-        shim::run(&self.shim, id, "start", &["--id", id, "--root", &root])?;
+        let started = self
+            .launch(id, &m)
+            .and_then(|()| shim::run(&self.shim, id, "start", &["--id", id, "--root", &root]))
+            .map(drop);
+        if let Err(e) = started {
+            self.start_failed(id, &e);
+            return Err(e);
+        }
         m.started_at_ns = now_ns();
         self.save_meta(id, &m)?;
         tracing::info!(%id, "container started");
@@ -347,7 +347,9 @@ impl Runtime {
 
     fn stop_locked(&self, id: &str, timeout: Duration) -> Result<()> {
         let st = self.container_status(id)?;
-        if st.state == ContainerState::Exited {
+        if st.state == ContainerState::Exited
+            || (st.state == ContainerState::Created && st.pid.is_none())
+        {
             return Ok(());
         }
         let root = self.libcontainer_root().display().to_string();
@@ -433,67 +435,6 @@ impl Runtime {
         lock::forget(&self.locks(), id);
         tracing::info!(%id, "container removed");
         Ok(())
-    }
-
-    /// Status from the state directory alone.
-    pub fn container_status(&self, id: &str) -> Result<ContainerStatus> {
-        let m = self.meta(id)?;
-        let dir = self.dir(id);
-        let exit = ExitRecord::read(&dir).ctx("read", dir.join(podctl_shim::EXIT_FILE))?;
-        let pid = read_pid(&dir.join(podctl_shim::PID_FILE)).ok();
-        let mut alive = pid.is_some_and(process_alive);
-        if exit.is_none() && !alive && pid.is_some() {
-            // The process is gone but its monitor is still draining output
-            // before it writes the exit record (up to 2 s): not exited yet.
-            alive = read_pid(&dir.join(podctl_shim::MONITOR_PID_FILE))
-                .ok()
-                .is_some_and(process_alive)
-                && ExitRecord::read(&dir).ok().flatten().is_none();
-        }
-        let exit = match exit {
-            None if !alive => {
-                ExitRecord::read(&dir).ctx("read", dir.join(podctl_shim::EXIT_FILE))?
-            }
-            e => e,
-        };
-        let (state, reason) = match (&exit, alive, m.started_at_ns) {
-            (Some(e), _, _) if e.oom_killed => (ContainerState::Exited, "OOMKilled"),
-            (Some(e), _, _) if e.exit_code == 0 => (ContainerState::Exited, "Completed"),
-            (Some(_), _, _) => (ContainerState::Exited, "Error"),
-            (None, true, 0) => (ContainerState::Created, ""),
-            (None, true, _) => (ContainerState::Running, ""),
-            (None, false, _) if pid.is_none() => (ContainerState::Unknown, ""),
-            (None, false, _) => (ContainerState::Exited, "Unknown"),
-        };
-        Ok(ContainerStatus {
-            id: id.into(),
-            name: m.config.name.clone(),
-            image: m.config.image.clone(),
-            sandbox_id: m.sandbox_id.clone(),
-            state,
-            pid: if alive { pid } else { None },
-            created_at_ns: m.created_at_ns,
-            started_at_ns: m.started_at_ns,
-            finished_at_ns: exit.as_ref().map(|e| e.finished_at_ns).unwrap_or(0),
-            exit_code: exit.as_ref().map(|e| e.exit_code),
-            reason: reason.into(),
-            log_path: m.config.log_path.clone(),
-            labels: m.config.labels.clone(),
-        })
-    }
-
-    /// All containers this state directory knows, oldest first.
-    pub fn list_containers(&self) -> Result<Vec<ContainerStatus>> {
-        let d = self.cfg.state_dir.join("containers");
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(&d).ctx("read", &d)?.flatten() {
-            let id = e.file_name().to_string_lossy().into_owned();
-            if let Ok(s) = self.container_status(&id) {
-                out.push(s);
-            }
-        }
-        out.sort_by_key(|s| s.created_at_ns);
-        Ok(out)
     }
 
     /// The cgroup path given to the container (`linux.cgroupsPath`).

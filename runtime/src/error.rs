@@ -24,6 +24,13 @@ pub enum RuntimeError {
         cmd: String,
         reason: String,
     },
+    #[error(
+        "podctl-shim not found (looked in {}); build it with podctl \
+         (`cargo build --release -p podctl -p podctl-shim` puts it next to podctl), \
+         install the podctl package, or set `shim` in the configuration",
+        .looked_in.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    ShimNotFound { looked_in: Vec<PathBuf> },
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,

@@ -203,7 +203,7 @@ impl Runtime {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| shim_err(format!("{}: {e}", self.shim.display())))?;
+            .map_err(|e| crate::shim::spawn_error(&self.shim, id, "exec", e))?;
         let out = child.stdout.take().map(drain);
         let err = child.stderr.take().map(drain);
         // The shim enforces the timeout; this only guards against a stuck shim.

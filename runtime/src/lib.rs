@@ -9,7 +9,9 @@
 //! forks is done by spawning the single-threaded `podctl-shim` binary
 //! (`create`, `start`, `kill`, `delete`, `exec`, `pause`). The shim is
 //! found through [`RuntimeConfig::shim`], else next to the current
-//! executable, else on `$PATH`.
+//! executable, else on `$PATH` ([`locate_shim`]); when it is nowhere, the
+//! first call that needs it fails with [`RuntimeError::ShimNotFound`],
+//! which names every place looked in.
 //!
 //! **State on disk, nothing in memory.** A [`Runtime`] is a handle on two
 //! directories; any number of instances (daemon, CLI, a restarted daemon)
@@ -85,6 +87,7 @@ pub mod cni;
 mod config;
 mod error;
 mod exec;
+mod launch;
 mod lock;
 mod rootfs;
 mod seccomp;
@@ -96,6 +99,7 @@ mod update;
 mod user;
 
 pub mod container;
+mod container_status;
 pub mod sandbox;
 
 pub use cni::{CniConfig, PortMapping};
@@ -108,4 +112,5 @@ pub use error::{Result, RuntimeError};
 pub use exec::{ExecResult, PreparedExec};
 pub use sandbox::{DnsConfig, PodAttachments, Sandbox, SandboxConfig, SandboxState, SandboxStatus};
 pub use security::{Seccomp, Security};
+pub use shim::{candidates as shim_candidates, locate as locate_shim, SHIM, SHIM_WATCH};
 pub use user::Identity;

@@ -191,8 +191,11 @@ impl Runtime {
             stopped: false,
         };
         self.save_sandbox_meta(id, &meta)?;
-        let mut ns = vec!["uts"];
+        // A host-network pod shares the node's UTS namespace too (its
+        // hostname is the node's), as with containerd and CRI-O.
+        let mut ns = vec![];
         if !cfg.host_network {
+            ns.push("uts");
             ns.push("network");
         }
         if !cfg.host_ipc {
@@ -272,12 +275,20 @@ impl Runtime {
     }
 
     fn write_pod_files(&self, dir: &Path, cfg: &SandboxConfig, ip: Option<&str>) -> Result<()> {
-        let hostname = pod_hostname(cfg);
-        let mut hosts =
-            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-        if let Some(ip) = ip {
-            hosts.push_str(&format!("{ip}\t{hostname}\n"));
-        }
+        let (hostname, hosts) = if cfg.host_network {
+            (
+                host_name(),
+                std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+            )
+        } else {
+            let hostname = pod_hostname(cfg).to_string();
+            let mut hosts =
+                String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+            if let Some(ip) = ip {
+                hosts.push_str(&format!("{ip}\t{hostname}\n"));
+            }
+            (hostname, hosts)
+        };
         let resolv = match &cfg.dns {
             Some(d) => d.render(),
             None => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
@@ -306,7 +317,12 @@ impl Runtime {
         }
         let c = &m.config;
         let mut ns = BTreeMap::new();
-        ns.insert("uts".to_string(), format!("/proc/{pid}/ns/uts"));
+        let uts = if c.host_network {
+            "host".into()
+        } else {
+            format!("/proc/{pid}/ns/uts")
+        };
+        ns.insert("uts".to_string(), uts);
         let ipc = if c.host_ipc {
             "host".into()
         } else {
@@ -336,7 +352,11 @@ impl Runtime {
         Ok(PodAttachments {
             namespaces: ns,
             mounts,
-            hostname: pod_hostname(c).to_string(),
+            hostname: if c.host_network {
+                host_name()
+            } else {
+                pod_hostname(c).to_string()
+            },
         })
     }
 
@@ -479,6 +499,14 @@ fn cni_args(id: &str, cfg: &SandboxConfig) -> String {
         "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={id};K8S_POD_UID={}",
         cfg.namespace, cfg.name, cfg.uid
     )
+}
+
+/// The node's hostname (a host-network pod's).
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// The pod's hostname: the configured one, else the pod name cut to the

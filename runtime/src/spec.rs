@@ -97,7 +97,13 @@ pub fn build(
         v["process"]["oomScoreAdj"] = json!(security::oom_score(id, score));
     }
     v["root"] = json!({"path": rootfs, "readonly": cfg.readonly_rootfs});
-    v["hostname"] = json!(cfg.hostname);
+    // Only a container with a UTS namespace of its own (or its pod's) may
+    // be given a hostname: in the host's it would rename the node.
+    if cfg.namespaces.get("uts").is_none_or(|p| p != "host") && !cfg.hostname.is_empty() {
+        v["hostname"] = json!(cfg.hostname);
+    } else if let Some(o) = v.as_object_mut() {
+        o.remove("hostname");
+    }
     let mut mounts = v["mounts"].as_array().cloned().unwrap_or_default();
     let mut rootfs_propagation = None;
     for m in &cfg.mounts {

@@ -71,7 +71,8 @@ fn logs_identity_env_workdir_and_exit_code() {
             ("F", "box"),
             ("P", p1),
             ("F", rest),
-            ("F", "tail"),
+            // No newline at the end: a partial record, as containerd writes it.
+            ("P", "tail"),
         ]
     );
     let stderr: Vec<&str> = lines
@@ -372,16 +373,37 @@ fn rejects_bad_input() {
         command: vec!["/no/such/binary".into()],
         ..cfg
     };
-    // Fails at create (exec happens at start in libcontainer) or start.
-    match rt.create(cfg) {
-        Err(_) => {}
-        Ok(id) => {
-            let started = rt.start_container(&id);
-            let st = ok(rt.wait_container(&id, Duration::from_secs(10)), "wait");
-            assert!(started.is_err() || st.exit_code != Some(0));
-            ok(rt.remove_container(&id), "remove");
-        }
-    }
+    // As with containerd: the create succeeds, the start fails, and the
+    // container is then exited with StartError, 128 and the reason.
+    let id = ok(rt.create(cfg), "create with a missing executable");
+    assert_eq!(
+        ok(rt.container_status(&id), "status").state,
+        ContainerState::Created
+    );
+    let started = rt.start_container(&id);
+    let err = started.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("/no/such/binary"), "{err}");
+    let st = ok(rt.container_status(&id), "status");
+    assert_eq!(
+        (st.state, st.exit_code, st.reason.as_str()),
+        (ContainerState::Exited, Some(128), "StartError")
+    );
+    assert!(st.message.contains("/no/such/binary"), "{}", st.message);
+    assert!(rt.start_container(&id).is_err(), "a second start");
+    ok(rt.stop_container(&id, Duration::ZERO), "stop");
+    ok(rt.remove_container(&id), "remove");
+    // A created container that is never started stops and goes quietly.
+    let cfg = config(&lower, &dir.path().join("logs"), "never", "true");
+    let id = ok(rt.create(cfg), "create");
+    ok(
+        rt.stop_container(&id, Duration::from_secs(1)),
+        "stop a created one",
+    );
+    assert_eq!(
+        ok(rt.container_status(&id), "status").state,
+        ContainerState::Created
+    );
+    ok(rt.remove_container(&id), "remove a created one");
     assert!(ok(rt.list_containers(), "list").is_empty());
     assert!(matches!(
         rt.exec_sync("nope", &["true".into()], Duration::from_secs(1)),

@@ -175,11 +175,7 @@ fn pump_tty(
                 Err(_) => exit = Some(255),
             }
         }
-        while let Ok(st) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            if st == WaitStatus::StillAlive {
-                break;
-            }
-        }
+        reap_others(pid, &mut exit);
         if exit.is_some() && !master_open {
             break;
         }
@@ -316,11 +312,7 @@ fn pump(pid: Pid, fds: [OwnedFd; 2], deadline: Option<Instant>) -> (i32, bool) {
             }
         }
         // Reap orphans reparented to us.
-        while let Ok(st) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            if st == WaitStatus::StillAlive {
-                break;
-            }
-        }
+        reap_others(pid, &mut exit);
         if exit.is_some() {
             let g = *grace.get_or_insert_with(|| Instant::now() + Duration::from_millis(500));
             if files.iter().all(Option::is_none) || Instant::now() > g {
@@ -370,4 +362,18 @@ fn pump(pid: Pid, fds: [OwnedFd; 2], deadline: Option<Instant>) -> (i32, bool) {
     }
     let _ = std::io::stdout().flush();
     (exit.unwrap_or(255), timed_out)
+}
+
+/// Reap whatever else has exited (an exec'd process's own children are
+/// reparented here), keeping `pid`'s status should it be among them: a
+/// process reaped here and not recorded read as exit code 255.
+fn reap_others(pid: Pid, exit: &mut Option<i32>) {
+    while let Ok(st) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        match st {
+            WaitStatus::StillAlive => break,
+            WaitStatus::Exited(p, c) if p == pid => *exit = exit.or(Some(c)),
+            WaitStatus::Signaled(p, s, _) if p == pid => *exit = exit.or(Some(128 + s as i32)),
+            _ => {}
+        }
+    }
 }

@@ -25,3 +25,7 @@ pub mod state;
 pub mod watch;
 
 pub use state::{ExecProcess, ExecStatus, ExitRecord, EXIT_FILE, MONITOR_PID_FILE, PID_FILE};
+
+/// Written in the container's directory once its monitor reads the
+/// container's output.
+pub const WATCHING_FILE: &str = "watching";

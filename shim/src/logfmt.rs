@@ -72,10 +72,11 @@ impl LineSplitter {
         }
     }
 
-    /// End of stream: what is left is a full record.
+    /// End of stream: what is left had no newline, so it is a partial
+    /// record (readers show it without one, as containerd's logs do).
     pub fn finish(&mut self, emit: &mut dyn FnMut(&[u8], bool)) {
         if !self.pending.is_empty() {
-            emit(&self.pending, false);
+            emit(&self.pending, true);
             self.pending.clear();
         }
     }
@@ -125,7 +126,7 @@ mod tests {
         assert_eq!(got[1], (b"two".to_vec(), false));
         assert_eq!(got[2], (vec![b'x'; MAX_LINE], true));
         assert_eq!(got[3], (vec![b'x'; 5], false));
-        assert_eq!(got[4], (b"last".to_vec(), false));
+        assert_eq!(got[4], (b"last".to_vec(), true));
         assert_eq!(
             record(0, "stdout", b"hi", false),
             b"1970-01-01T00:00:00.000000000Z stdout F hi\n"

@@ -25,6 +25,12 @@ pub struct ExitRecord {
     pub finished_at_ns: i64,
     /// The kernel's OOM killer ended it.
     pub oom_killed: bool,
+    /// Set when the container never ran: `StartError`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What went wrong, with `reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl ExitRecord {

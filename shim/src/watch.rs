@@ -118,6 +118,10 @@ pub fn run(a: WatchArgs) -> Result<(), String> {
             lines: LineSplitter::default(),
         },
     ];
+    // Tell the starter the output is being read from now on (StartContainer
+    // waits for this, so output the container writes at once is logged by
+    // the time it is reported running).
+    let _ = std::fs::write(a.dir.join(crate::WATCHING_FILE), b"");
     let mut exit: Option<WaitStatus> = None;
     // The container may have ended before the signalfd existed.
     reap(a.pid, &mut exit);
@@ -232,6 +236,8 @@ pub fn run(a: WatchArgs) -> Result<(), String> {
                     )
             }
         },
+        reason: None,
+        message: None,
     };
     rec.write(&a.dir)
         .map_err(|e| format!("{}: {e}", a.dir.display()))
