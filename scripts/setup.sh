@@ -12,6 +12,7 @@ packages=(
   libseccomp-dev pkg-config
   containernetworking-plugins iproute2 iptables
   zstd ca-certificates
+  curl netcat-openbsd      # curl and nc in the e2e suite's agnhost image (tests/src/e2e_images.rs)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, runs every test of the
-# workspace, then the VM suite (systemd cgroup driver on a real node).
+# workspace, the README's build command into a clean target directory (and
+# a pod from what it built), packages those binaries, then the VM suite
+# (systemd cgroup driver and the package on a real node).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads 2
-# The systemd cgroup driver on a real node: systemd PID 1, cgroup v2, in a VM.
+# A release build from scratch: minutes (see README), once per run.
+export PODCTL_README_TARGET=$PWD/target/readme-build
+cargo test -p podctl-tests --test readme_build -- --ignored --nocapture
+# The package the VM suite installs, made from those same binaries.
+PODCTL_DEB=$(CARGO_TARGET_DIR=$PODCTL_README_TARGET bash scripts/package.sh --no-build)
+export PODCTL_DEB
 bash tests/vm/test.sh

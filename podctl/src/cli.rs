@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{images_cmd, node_cmd, pods, serve, supervise};
+use crate::{docs, images_cmd, info, listing, node_cmd, pods, run as run_cmd, serve, supervise};
 
 /// podctl: run Kubernetes pods with or without a cluster.
 #[derive(Parser, Debug)]
@@ -63,11 +63,11 @@ pub enum Command {
     /// Remove images (a tag, or an ID with all its tags).
     Rmi(images_cmd::RmiArgs),
     /// Run the Pods of a manifest.
-    Run(pods::RunArgs),
+    Run(run_cmd::RunArgs),
     /// List pods (`-o yaml` prints Kubernetes Pods with their status).
-    Pods(pods::PodsArgs),
+    Pods(listing::PodsArgs),
     /// List containers.
-    Ps,
+    Ps(listing::PsArgs),
     /// Print a container's log.
     Logs(pods::LogsArgs),
     /// Run a command in a pod's container: `podctl exec POD [-c C] -- CMD...`.
@@ -84,6 +84,15 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Join a Kubernetes cluster as a node, in place of the kubelet.
     Node(Box<node_cmd::NodeArgs>),
+    /// Check that this machine has what podctl needs (shim, CNI, cgroups,
+    /// overlayfs, kernel features, configuration); each line ok or a fix.
+    #[command(alias = "check")]
+    Info(info::InfoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(docs::CompletionArgs),
+    /// Write podctl's man pages into a directory (packaging).
+    #[command(hide = true)]
+    Man(docs::ManArgs),
 }
 
 impl Cli {
@@ -126,10 +135,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pull(a) => images_cmd::pull(&ctx, a).await,
         Command::Images(a) => images_cmd::images(&ctx, a),
         Command::Rmi(a) => images_cmd::rmi(&ctx, a),
-        Command::Run(a) => pods::run(&pctx, a).await,
-        Command::Pods(a) => pods::pods(&pctx, a).await,
+        Command::Run(a) => run_cmd::run(&pctx, a).await,
+        Command::Pods(a) => listing::pods(&pctx, a).await,
         Command::Supervise { dir } => supervise::supervise(&pctx, dir).await,
-        Command::Ps => pods::ps(&pctx).await,
+        Command::Ps(a) => listing::ps(&pctx, a).await,
         Command::Logs(a) => pods::logs(&pctx, a).await,
         Command::Exec(a) => {
             let code = pods::exec(&pctx, a).await?;
@@ -141,6 +150,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stop(a) => pods::stop(&pctx, a).await,
         Command::Rm(a) => pods::rm(&pctx, a).await,
         Command::Serve(a) => serve::serve(a).await,
-        Command::Node(a) => node_cmd::node(*a).await,
+        Command::Node(a) => node_cmd::node(*a, cli.log_root.clone()).await,
+        Command::Info(a) => info::info(&pctx, a),
+        Command::Completion(a) => docs::completion(a),
+        Command::Man(a) => docs::man(a),
     }
 }

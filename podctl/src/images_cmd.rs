@@ -1,10 +1,12 @@
 //! `podctl pull`, `podctl images`, `podctl rmi`.
 
 use std::collections::HashMap;
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::output::{print_machine, Output};
 use anyhow::Context as _;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -59,7 +61,8 @@ pub struct PullArgs {
     /// Platform to pick from a multi-arch index (os/arch[/variant]).
     #[arg(long)]
     pub platform: Option<String>,
-    /// No progress bars.
+    /// No progress bars and no summary (progress bars are only drawn
+    /// when stderr is a terminal).
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -78,7 +81,7 @@ pub async fn pull(ctx: &Context, a: PullArgs) -> anyhow::Result<()> {
     if let Some(p) = &a.platform {
         opts.platform = Some(parse_platform(p)?);
     }
-    if !a.quiet {
+    if !a.quiet && std::io::stderr().is_terminal() {
         opts.observer = Some(progress_observer());
     }
     let start = Instant::now();
@@ -161,15 +164,18 @@ pub struct ImagesArgs {
     /// Only print image IDs.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Print JSON records.
-    #[arg(long)]
+    /// Output format: the image records as JSON or YAML.
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: Output,
+    /// Same as `-o json`.
+    #[arg(long, hide = true)]
     pub json: bool,
 }
 
 pub fn images(ctx: &Context, a: ImagesArgs) -> anyhow::Result<()> {
     let list = ctx.store()?.list()?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+    let format = if a.json { Output::Json } else { a.output };
+    if print_machine(format, &list)? {
         return Ok(());
     }
     if a.quiet {

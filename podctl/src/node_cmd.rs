@@ -57,6 +57,18 @@ pub struct NodeArgs {
     /// the API (the kubelet's --sync-frequency).
     #[arg(long, default_value_t = 60)]
     pub sync_frequency: u64,
+    /// DNS server(s) for pods with dnsPolicy ClusterFirst (the cluster's
+    /// DNS Service IP; comma-separated or repeated).
+    #[arg(long = "cluster-dns", value_delimiter = ',')]
+    pub cluster_dns: Vec<String>,
+    /// The cluster's DNS domain: pods search `<ns>.svc.<domain>`,
+    /// `svc.<domain>` and `<domain>`.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Sysctls pods may set besides the safe set (names or `prefix*`,
+    /// comma-separated or repeated).
+    #[arg(long = "allowed-unsafe-sysctls", value_delimiter = ',')]
+    pub allowed_unsafe_sysctls: Vec<String>,
     /// Seconds between node status updates.
     #[arg(long, default_value_t = 10)]
     pub node_status_update_frequency: u64,
@@ -75,10 +87,10 @@ fn nix_hostname() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-pub async fn node(a: NodeArgs) -> anyhow::Result<()> {
+/// Run the agent; container logs go under `log_root` (`--log-root`).
+pub async fn node(a: NodeArgs, log_root: PathBuf) -> anyhow::Result<()> {
     let cfg = a.serve.load()?;
     let socket = cfg.socket.clone();
-    let log_root = PathBuf::from("/var/log/pods");
     let pods_root = cfg.root.join("pods");
     let svc = CriService::new(cfg).context("opening the runtime and image store")?;
     crate::stream::start(&svc).await?;
@@ -131,6 +143,9 @@ pub async fn node(a: NodeArgs) -> anyhow::Result<()> {
         volume_sync: Duration::from_secs(a.sync_frequency.max(1)),
         log_root,
         pods_root,
+        cluster_dns: a.cluster_dns.clone(),
+        cluster_domain: a.cluster_domain.clone(),
+        allowed_unsafe_sysctls: a.allowed_unsafe_sysctls.clone(),
         ..Default::default()
     };
     tracing::info!(node = %acfg.node_name, "starting node agent");

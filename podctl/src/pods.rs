@@ -1,5 +1,5 @@
-//! Standalone pods: `podctl run`, `pods`, `ps`, `logs`, `exec`, `stop`,
-//! `rm`. Everything goes through the CRI service (the same
+//! Standalone pods: `podctl logs`, `exec`, `stop`, `rm` (and what `run`,
+//! `pods` and `ps` share). Everything goes through the CRI service (the same
 //! RuntimeService/ImageService traits the gRPC server serves), in
 //! process; all state is the service's on-disk state, so a later `podctl`
 //! or a `podctl serve` daemon over the same directories sees these pods.
@@ -16,8 +16,7 @@ use podctl_cri::{CniSection, CriConfig, CriService};
 use tonic::Request;
 
 use crate::images_cmd::Context;
-use crate::{manifest, supervise};
-use k8s_openapi::api::core::v1::Pod;
+use crate::supervise;
 
 /// Where pods run.
 pub struct PodContext {
@@ -27,17 +26,9 @@ pub struct PodContext {
     pub log_root: PathBuf,
 }
 
-/// Default network for standalone pods: a bridge on this machine, no NAT.
-const DEFAULT_CONFLIST: &str = r#"{
-  "cniVersion": "1.0.0",
-  "name": "podctl",
-  "plugins": [
-    {"type": "bridge", "bridge": "podctl0", "isGateway": true, "ipMasq": false,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]]}},
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}
-"#;
+/// Default network for standalone pods: a bridge on this machine, no NAT
+/// (the same file the Debian package installs).
+pub const DEFAULT_CONFLIST: &str = include_str!("../dist/10-podctl.conflist");
 
 impl PodContext {
     /// The in-process CRI service over this context's directories.
@@ -68,9 +59,9 @@ impl PodContext {
 }
 
 /// A pod as the CRI service knows it.
-struct PodRef {
-    sandbox: proto::PodSandbox,
-    containers: Vec<proto::Container>,
+pub(crate) struct PodRef {
+    pub sandbox: proto::PodSandbox,
+    pub containers: Vec<proto::Container>,
 }
 
 impl PodRef {
@@ -106,7 +97,7 @@ impl PodRef {
     }
 }
 
-async fn pods_of(cri: &CriService) -> anyhow::Result<Vec<PodRef>> {
+pub(crate) async fn pods_of(cri: &CriService) -> anyhow::Result<Vec<PodRef>> {
     let sandboxes = cri
         .list_pod_sandbox(Request::new(proto::ListPodSandboxRequest { filter: None }))
         .await?
@@ -140,7 +131,7 @@ async fn pods_of(cri: &CriService) -> anyhow::Result<Vec<PodRef>> {
     Ok(out)
 }
 
-async fn find(cri: &CriService, pod: &str) -> anyhow::Result<PodRef> {
+pub(crate) async fn find(cri: &CriService, pod: &str) -> anyhow::Result<PodRef> {
     let (ns, name) = pod.split_once('/').unwrap_or(("default", pod));
     pods_of(cri)
         .await?
@@ -154,161 +145,7 @@ async fn find(cri: &CriService, pod: &str) -> anyhow::Result<PodRef> {
         .with_context(|| format!("pod {ns}/{name} not found"))
 }
 
-#[derive(Args, Debug)]
-pub struct RunArgs {
-    /// Pod manifest (YAML, several documents allowed; ConfigMaps and
-    /// Secrets beside the Pods are what their volumes and env refer to).
-    pub file: PathBuf,
-    /// Wait for the pods to finish; exit non-zero if one failed.
-    #[arg(long)]
-    pub wait: bool,
-}
-
-fn phase(p: &Pod) -> String {
-    p.status
-        .as_ref()
-        .and_then(|s| s.phase.clone())
-        .unwrap_or_else(|| "Pending".into())
-}
-
-/// A container waiting for a reason that needs the user (bad image,
-/// bad configuration), if any: (container, reason, message).
-fn stuck(p: &Pod) -> Option<(String, String, String)> {
-    let st = p.status.as_ref()?;
-    st.init_container_statuses
-        .iter()
-        .flatten()
-        .chain(st.container_statuses.iter().flatten())
-        .find_map(|c| {
-            let w = c.state.as_ref()?.waiting.as_ref()?;
-            let reason = w.reason.clone()?;
-            matches!(
-                reason.as_str(),
-                "ErrImagePull"
-                    | "ImagePullBackOff"
-                    | "ErrImageNeverPull"
-                    | "CreateContainerConfigError"
-                    | "CreateContainerError"
-                    | "RunContainerError"
-            )
-            .then(|| {
-                (
-                    c.name.clone(),
-                    reason,
-                    w.message.clone().unwrap_or_default(),
-                )
-            })
-        })
-}
-
-pub async fn run(ctx: &PodContext, a: RunArgs) -> anyhow::Result<()> {
-    let (pods, sources) = manifest::read(&a.file)?;
-    let cri = ctx.cri()?;
-    let mut dirs = Vec::new();
-    for mut pod in pods {
-        let (name, ns, uid) = podctl_node::convert::identity(&pod)?;
-        let dir = supervise::pod_dir(ctx, &ns, &name);
-        if supervise::supervisor_pid(&dir).is_some()
-            || find(&cri, &format!("{ns}/{name}")).await.is_ok()
-        {
-            bail!("pod {ns}/{name} already exists (podctl rm {name} first)");
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        pod.metadata.uid = Some(uid);
-        pod.metadata.namespace = Some(ns.clone());
-        let same_ns = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-            m.namespace.as_deref().unwrap_or("default") == ns
-        };
-        let file = supervise::PodFile {
-            pod,
-            config_maps: sources
-                .config_maps
-                .values()
-                .filter(|c| same_ns(&c.metadata))
-                .cloned()
-                .collect(),
-            secrets: sources
-                .secrets
-                .values()
-                .filter(|c| same_ns(&c.metadata))
-                .cloned()
-                .collect(),
-        };
-        supervise::write_atomic(&dir.join("pod.json"), &serde_json::to_vec(&file)?)?;
-        supervise::spawn(ctx, &dir)?;
-        dirs.push((format!("{ns}/{name}"), dir));
-    }
-    let mut failed = false;
-    for (name, dir) in &dirs {
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs(600);
-        let p = loop {
-            if let Some(p) = supervise::read_status(dir) {
-                let ph = phase(&p);
-                let settled = if a.wait {
-                    ph == "Succeeded" || ph == "Failed"
-                } else {
-                    ph != "Pending"
-                };
-                if settled {
-                    break p;
-                }
-                if let Some((c, reason, msg)) = stuck(&p) {
-                    // `run` failed: take the pod down again, leaving nothing.
-                    let _ = rm(
-                        ctx,
-                        PodArgs {
-                            pods: vec![name.clone()],
-                            timeout: Some(0),
-                            quiet: true,
-                        },
-                    )
-                    .await;
-                    bail!("pod {name}: container {c}: {reason}: {msg}");
-                }
-            }
-            if started.elapsed() > Duration::from_secs(5)
-                && supervise::supervisor_pid(dir).is_none()
-            {
-                // Gone: a finished pod's last status is final.
-                if let Some(p) = supervise::read_status(dir).filter(|p| {
-                    let ph = phase(p);
-                    ph == "Succeeded" || ph == "Failed"
-                }) {
-                    break p;
-                }
-                let log = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
-                bail!("pod {name}: the supervisor exited: {}", log.trim());
-            }
-            if Instant::now() > deadline {
-                bail!("pod {name}: still Pending after 600s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let st = p.status.clone().unwrap_or_default();
-        let ip = st.pod_ip.clone().unwrap_or_else(|| "none".into());
-        println!(
-            "pod/{} {} (ip {ip})",
-            name.rsplit('/').next().unwrap_or(name),
-            phase(&p)
-        );
-        if a.wait {
-            for c in st.container_statuses.iter().flatten() {
-                if let Some(t) = c.state.as_ref().and_then(|s| s.terminated.as_ref()) {
-                    println!("{name}/{}: exited {}", c.name, t.exit_code);
-                }
-            }
-            failed |= phase(&p) == "Failed";
-        }
-    }
-    if failed {
-        bail!("a pod failed");
-    }
-    Ok(())
-}
-
-async fn status(cri: &CriService, id: &str) -> anyhow::Result<proto::ContainerStatus> {
+pub(crate) async fn status(cri: &CriService, id: &str) -> anyhow::Result<proto::ContainerStatus> {
     cri.container_status(Request::new(proto::ContainerStatusRequest {
         container_id: id.into(),
         verbose: false,
@@ -317,145 +154,6 @@ async fn status(cri: &CriService, id: &str) -> anyhow::Result<proto::ContainerSt
     .into_inner()
     .status
     .with_context(|| format!("container {id}: no status"))
-}
-
-fn state_name(s: i32) -> &'static str {
-    match proto::ContainerState::try_from(s) {
-        Ok(proto::ContainerState::ContainerCreated) => "Created",
-        Ok(proto::ContainerState::ContainerRunning) => "Running",
-        Ok(proto::ContainerState::ContainerExited) => "Exited",
-        _ => "Unknown",
-    }
-}
-
-#[derive(Args, Debug)]
-pub struct PodsArgs {
-    /// Output format: `table` (default), `yaml` or `json` (Kubernetes Pods
-    /// with their status).
-    #[arg(short = 'o', long, default_value = "table")]
-    pub output: String,
-}
-
-/// Pods run by `podctl run` (with their status), by name.
-fn supervised(ctx: &PodContext) -> Vec<Pod> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(supervise::pods_dir(ctx))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if let Some(p) = supervise::read_status(&e.path()) {
-            out.push(p);
-        }
-    }
-    out.sort_by_key(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
-    out
-}
-
-pub async fn pods(ctx: &PodContext, a: PodsArgs) -> anyhow::Result<()> {
-    let listed = supervised(ctx);
-    match a.output.as_str() {
-        "yaml" => {
-            for p in &listed {
-                print!("---\n{}", serde_yaml::to_string(p)?);
-            }
-            return Ok(());
-        }
-        "json" => {
-            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": listed});
-            println!("{}", serde_json::to_string_pretty(&list)?);
-            return Ok(());
-        }
-        "table" => {}
-        other => bail!("unknown output format {other:?} (table, yaml, json)"),
-    }
-    println!(
-        "{:<16} {:<24} {:<10} {:<6} {:<9} {:<16} REASON",
-        "NAMESPACE", "NAME", "PHASE", "READY", "RESTARTS", "IP"
-    );
-    let mut shown = std::collections::HashSet::new();
-    for p in &listed {
-        let st = p.status.clone().unwrap_or_default();
-        let cs = st.container_statuses.clone().unwrap_or_default();
-        let ready = cs.iter().filter(|c| c.ready).count();
-        let restarts: i32 = cs.iter().map(|c| c.restart_count).sum();
-        let reason = st
-            .init_container_statuses
-            .iter()
-            .flatten()
-            .chain(cs.iter())
-            .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
-            .filter(|r| r != "ContainerCreating" && r != "PodInitializing")
-            .unwrap_or_default();
-        let ns = p.metadata.namespace.clone().unwrap_or_default();
-        let name = p.metadata.name.clone().unwrap_or_default();
-        println!(
-            "{:<16} {:<24} {:<10} {:<6} {:<9} {:<16} {reason}",
-            ns,
-            name,
-            phase(p),
-            format!("{ready}/{}", cs.len()),
-            restarts,
-            st.pod_ip.unwrap_or_default()
-        );
-        shown.insert((ns, name));
-    }
-    // Pods created by other CRI clients (crictl, a kubelet) over the same state.
-    let cri = ctx.cri()?;
-    for p in pods_of(&cri).await? {
-        let Some(m) = p.sandbox.metadata.clone() else {
-            continue;
-        };
-        if shown.contains(&(m.namespace.clone(), m.name.clone())) {
-            continue;
-        }
-        let ready = p.sandbox.state == proto::PodSandboxState::SandboxReady as i32;
-        let running = p
-            .containers
-            .iter()
-            .filter(|c| c.state == proto::ContainerState::ContainerRunning as i32)
-            .count();
-        println!(
-            "{:<16} {:<24} {:<10} {:<6} {:<9} {:<16} (not run by podctl run)",
-            m.namespace,
-            m.name,
-            if ready { "Ready" } else { "NotReady" },
-            format!("{running}/{}", p.containers.len()),
-            "-",
-            ""
-        );
-    }
-    Ok(())
-}
-
-pub async fn ps(ctx: &PodContext) -> anyhow::Result<()> {
-    let cri = ctx.cri()?;
-    println!(
-        "{:<14} {:<24} {:<16} {:<8} {:<5} IMAGE",
-        "CONTAINER", "POD", "NAME", "STATE", "EXIT"
-    );
-    for p in pods_of(&cri).await? {
-        for c in &p.containers {
-            let Ok(s) = status(&cri, &c.id).await else {
-                continue;
-            };
-            let exit = if s.state == proto::ContainerState::ContainerExited as i32 {
-                s.exit_code.to_string()
-            } else {
-                String::new()
-            };
-            println!(
-                "{:<14} {:<24} {:<16} {:<8} {:<5} {}",
-                &c.id[..13.min(c.id.len())],
-                p.name(),
-                s.metadata.map(|m| m.name).unwrap_or_default(),
-                state_name(s.state),
-                exit,
-                s.image.map(|i| i.image).unwrap_or_default()
-            );
-        }
-    }
-    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -479,22 +177,18 @@ pub async fn logs(ctx: &PodContext, a: LogsArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     loop {
         let data = std::fs::read(&path).unwrap_or_default();
-        let text = String::from_utf8_lossy(&data[offset.min(data.len())..]).into_owned();
-        let complete = text.rfind('\n').map(|i| i + 1).unwrap_or(0);
-        for line in text[..complete].lines() {
-            let mut parts = line.splitn(4, ' ');
-            let (_ts, _stream, tag, body) = (
-                parts.next(),
-                parts.next(),
-                parts.next(),
-                parts.next().unwrap_or(""),
-            );
-            if tag == Some("P") {
-                write!(out, "{body}")?;
-            } else {
-                writeln!(out, "{body}")?;
-            }
-        }
+        let fresh = &data[offset.min(data.len())..];
+        // Whole records only; one still being written waits.
+        let complete = fresh
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        write!(
+            out,
+            "{}",
+            podctl_node::crilog::output(&String::from_utf8_lossy(&fresh[..complete]))
+        )?;
         offset += complete;
         out.flush()?;
         let exited = status(&cri, &id)
@@ -600,8 +294,16 @@ pub async fn rm(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
             Err(e) if !supervised => return Err(e),
             Err(_) => {}
         }
-        if let Some(uid) = supervise::read_status(&dir).and_then(|p| p.metadata.uid) {
-            let _ = std::fs::remove_dir_all(ctx.images.root.join("pods").join(uid));
+        // The pod's own directories: volumes (unmounted first), logs.
+        if let Some(uid) = supervise::pod_uid(&dir).filter(|u| !u.is_empty()) {
+            podctl_node::volumes::remove_pod_dir(&ctx.images.root.join("pods"), &uid)
+                .with_context(|| format!("removing the volumes of {ns}/{name}"))?;
+            let logs = ctx.log_root.join(format!("{ns}_{name}_{uid}"));
+            if let Err(e) = std::fs::remove_dir_all(&logs) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    bail!("removing {}: {e}", logs.display());
+                }
+            }
         }
         let _ = std::fs::remove_dir_all(&dir);
         if !a.quiet {

@@ -1,6 +1,7 @@
 //! `podctl serve`: the CRI daemon on a unix socket.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -29,6 +30,11 @@ impl ServeArgs {
     }
 }
 
+/// How long a stopping daemon waits for clients to close their
+/// connections (a kubelet's stays open; one that is never read would
+/// otherwise hold `systemctl stop` until systemd kills the daemon).
+const DRAIN: Duration = Duration::from_secs(5);
+
 pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let cfg = a.load()?;
     let socket = cfg.socket.clone();
@@ -36,7 +42,25 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     crate::stream::start(&svc).await?;
     let listener = server::bind(&socket)?;
     tracing::info!(socket = %socket.display(), "serving CRI");
-    server::serve(svc, listener, shutdown_signal()).await?;
+    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(());
+    };
+    let server = server::serve(svc, listener, shutdown);
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r?,
+        _ = async {
+            if stopping.await.is_ok() {
+                tokio::time::sleep(DRAIN).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(after = ?DRAIN, "clients still connected; stopping without them");
+        }
+    }
     tracing::info!("CRI server stopped");
     Ok(())
 }

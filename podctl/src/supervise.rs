@@ -78,6 +78,14 @@ pub fn supervisor_pid(dir: &Path) -> Option<i32> {
         .then_some(pid)
 }
 
+/// The UID of the pod in `dir` (from its status, else its pod file).
+pub fn pod_uid(dir: &Path) -> Option<String> {
+    read_status(dir).and_then(|p| p.metadata.uid).or_else(|| {
+        let f: PodFile = serde_json::from_slice(&std::fs::read(dir.join("pod.json")).ok()?).ok()?;
+        f.pod.metadata.uid
+    })
+}
+
 /// The last status the supervisor wrote.
 pub fn read_status(dir: &Path) -> Option<Pod> {
     serde_json::from_slice(&std::fs::read(dir.join("status.json")).ok()?).ok()

@@ -2,16 +2,27 @@
 # The VM suite from the host, in one command (as root):
 #   bash tests/vm/test.sh
 # Builds (or reuses) the VM image, builds podctl and the VM-only test
-# binaries on the host, boots the guest once and runs tests/vm/suite.sh in
-# it. Exits with the suite's exit code.
+# binaries on the host, and the Debian package unless PODCTL_DEB names one
+# (an absolute path inside this checkout, which the guest shares), boots
+# the guest once and runs tests/vm/suite.sh in it. Exits with the suite's
+# exit code.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash tests/vm/build.sh
 cargo build --workspace --bins
+deb=${PODCTL_DEB:-}
+if [ -z "$deb" ]; then
+	deb=$(bash scripts/package.sh)
+fi
+deb=$(realpath "$deb")
+case "$deb" in
+"$PWD"/*) ;;
+*) echo "test.sh: the package must be inside $PWD to be seen by the guest: $deb" >&2; exit 1 ;;
+esac
 bins=()
-for t in systemd_node; do
+for t in systemd_node packaged_service; do
 	exe=$(cargo test -p podctl-cri --test "$t" --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p')
 	[ -n "$exe" ] || { echo "test.sh: no executable for test $t" >&2; exit 1; }
 	bins+=("$exe")
 done
-PODCTL_VM_TIMEOUT=${PODCTL_VM_TIMEOUT:-1500} bash tests/vm/run.sh -- bash tests/vm/suite.sh "${bins[@]}"
+PODCTL_VM_TIMEOUT=${PODCTL_VM_TIMEOUT:-1500} bash tests/vm/run.sh --env "PODCTL_DEB=$deb" -- bash tests/vm/suite.sh "${bins[@]}"
