@@ -1,6 +1,7 @@
 //! The kubelet's restart back-off (CrashLoopBackOff): the first restart
-//! waits `initial`, each further one twice as long up to `max`; a
-//! container that ran `reset_after` without failing starts over.
+//! is immediate, the second waits `initial`, each further one twice as
+//! long up to `max`; a container that ran `reset_after` without failing
+//! starts over.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,7 +27,10 @@ impl Default for BackoffPolicy {
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
+    /// The wait of the last exit.
     delay: Duration,
+    /// The wait the next exit gets.
+    next: Duration,
     /// When the last exit happened; the restart is allowed at
     /// `last_exit + delay`.
     last_exit: Instant,
@@ -51,18 +55,21 @@ impl Backoff {
     /// return how long to wait before restarting it.
     pub fn exited(&mut self, name: &str, exited: Instant, ran: Duration) -> Duration {
         let p = self.policy;
-        let delay = match self.entries.get(name) {
-            Some(e) if ran < p.reset_after => (e.delay * 2).min(p.max),
-            _ => p.initial.min(p.max),
+        let (wait, next) = match self.entries.get(name) {
+            Some(e) if ran < p.reset_after => (e.next, (e.next * 2).min(p.max)),
+            // The first failure (or the first after a long run) restarts at
+            // once; the next one waits `initial`.
+            _ => (Duration::ZERO, p.initial.min(p.max)),
         };
         self.entries.insert(
             name.to_string(),
             Entry {
-                delay,
+                delay: wait,
+                next,
                 last_exit: exited,
             },
         );
-        delay
+        wait
     }
 
     /// Time left before `name` may restart (zero if it may now, or if it
@@ -94,12 +101,13 @@ mod tests {
         let t = Instant::now();
         let short = Duration::from_secs(1);
         let got: Vec<u64> = (0..7).map(|_| b.exited("c", t, short).as_secs()).collect();
-        assert_eq!(got, vec![10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(got, vec![0, 10, 20, 40, 80, 160, 300]);
         assert_eq!(
             b.remaining("c", t + Duration::from_secs(100)).as_secs(),
             200
         );
-        assert_eq!(b.exited("c", t, Duration::from_secs(601)).as_secs(), 10);
+        assert_eq!(b.exited("c", t, Duration::from_secs(601)).as_secs(), 0);
+        assert_eq!(b.exited("c", t, short).as_secs(), 10);
         assert_eq!(b.remaining("other", t), Duration::ZERO);
     }
 }

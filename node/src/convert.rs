@@ -129,7 +129,7 @@ pub fn sandbox_config(
             namespace: ns.into(),
             attempt: 0,
         }),
-        hostname: spec.hostname.clone().unwrap_or_else(|| name.into()),
+        hostname: crate::hosts::truncate_hostname(spec.hostname.as_deref().unwrap_or(name)),
         log_directory: log_dir.display().to_string(),
         dns_config: dns,
         port_mappings: ports,
@@ -216,6 +216,9 @@ pub fn container_config(c: &Container, image: &str) -> Result<proto::ContainerCo
         }),
         image: Some(proto::ImageSpec {
             image: image.into(),
+            // What the manifest says, as the kubelet passes it along with
+            // the resolved image (`podctl ps`, crictl show this one).
+            user_specified_image: c.image.clone().unwrap_or_default(),
             ..Default::default()
         }),
         command: c.command.clone().unwrap_or_default(),

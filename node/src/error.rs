@@ -30,8 +30,8 @@ pub enum NodeError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// A CRI call failed.
-    #[error("{call}: {status}")]
+    /// A CRI call failed (the status's message: its code is in `status`).
+    #[error("{call}: {}", status.message())]
     Cri {
         call: &'static str,
         status: tonic::Status,

@@ -7,14 +7,20 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod conditions;
 pub mod convert;
 pub mod cri;
+pub mod crilog;
+pub mod dns;
 pub mod envvars;
 pub mod error;
 pub mod events;
+pub mod hosts;
 pub mod probe;
+pub mod pull_secrets;
 pub mod quantity;
 pub mod resources;
+pub mod security;
 pub mod sources;
 pub mod status;
 pub mod volumes;

@@ -162,10 +162,12 @@ pub struct Observed<'a> {
     pub previous: Option<&'a PodStatus>,
     /// A pod-level message (e.g. why it failed).
     pub message: Option<String>,
+    /// A pod-level reason (e.g. DeadlineExceeded).
+    pub reason: Option<String>,
 }
 
-fn condition(prev: Option<&PodStatus>, kind: &str, ok: bool, reason: Option<&str>) -> PodCondition {
-    let status = if ok { "True" } else { "False" };
+fn condition(prev: Option<&PodStatus>, kind: &str, v: crate::conditions::Verdict) -> PodCondition {
+    let status = if v.ok { "True" } else { "False" };
     // Keep the transition time while the status stays the same.
     let since = prev
         .and_then(|p| p.conditions.as_ref())
@@ -177,19 +179,30 @@ fn condition(prev: Option<&PodStatus>, kind: &str, ok: bool, reason: Option<&str
         type_: kind.to_string(),
         status: status.to_string(),
         last_transition_time: Some(since),
-        reason: (!ok).then(|| reason.map(str::to_string)).flatten(),
+        reason: v.reason,
+        message: v.message,
         ..Default::default()
     }
 }
 
 pub fn pod_status(o: &Observed<'_>) -> PodStatus {
+    use crate::conditions;
     let spec = o.pod.spec.clone().unwrap_or_default();
     let track = |c: &Container| o.tracks.get(&c.name).cloned().unwrap_or_default();
     let inits: Vec<ContainerStatus> = spec
         .init_containers
         .iter()
         .flatten()
-        .map(|c| container_status(c, &track(c), "PodInitializing"))
+        .map(|c| {
+            let t = track(c);
+            let mut s = container_status(c, &t, "PodInitializing");
+            if !is_sidecar(c) {
+                // A finished init container is Ready (the kubelet's prober
+                // says so of one that exited 0).
+                s.ready = t.exit_code() == Some(0);
+            }
+            s
+        })
         .collect();
     let apps_waiting = if o.initialized {
         "ContainerCreating"
@@ -201,57 +214,41 @@ pub fn pod_status(o: &Observed<'_>) -> PodStatus {
         .iter()
         .map(|c| container_status(c, &track(c), apps_waiting))
         .collect();
-    let phase = match o.terminal {
-        Some(p) => p.to_string(),
-        None if !o.initialized => "Pending".into(),
-        None => {
-            let any_running = apps
-                .iter()
-                .any(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()));
-            let all_started = apps
-                .iter()
-                .all(|s| s.container_id.is_some() || s.last_state.is_some());
-            if any_running || all_started {
-                "Running"
-            } else {
-                "Pending"
-            }
-            .into()
-        }
-    };
-    let sidecars_ready = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .filter(|c| is_sidecar(c))
-        .all(|c| track(c).ready || c.readiness_probe.is_none() && track(c).running());
-    let containers_ready = o.terminal.is_none() && apps.iter().all(|s| s.ready) && sidecars_ready;
-    let not_ready = if o.terminal.is_some() {
-        "PodCompleted"
-    } else {
-        "ContainersNotReady"
-    };
+    let phase = o
+        .terminal
+        .unwrap_or_else(|| conditions::phase(&spec, &inits, &apps))
+        .to_string();
+    let api_conditions = o
+        .pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
     let conditions = vec![
         condition(
             o.previous,
-            "PodReadyToStartContainers",
-            o.sandbox.ready,
-            None,
+            "Initialized",
+            conditions::initialized(&spec, &inits, &phase),
         ),
         condition(
             o.previous,
-            "Initialized",
-            o.initialized || o.terminal.is_some(),
-            Some("ContainersNotInitialized"),
+            "Ready",
+            conditions::ready(&spec, &api_conditions, &apps, &phase),
         ),
-        condition(o.previous, "Ready", containers_ready, Some(not_ready)),
         condition(
             o.previous,
             "ContainersReady",
-            containers_ready,
-            Some(not_ready),
+            conditions::containers_ready(&spec, &apps, &phase),
         ),
-        condition(o.previous, "PodScheduled", true, None),
+        condition(
+            o.previous,
+            "PodScheduled",
+            conditions::Verdict {
+                ok: true,
+                reason: None,
+                message: None,
+            },
+        ),
     ];
     let ips: Vec<PodIP> = o
         .sandbox
@@ -270,6 +267,7 @@ pub fn pod_status(o: &Observed<'_>) -> PodStatus {
         start_time: o.start_time.clone(),
         qos_class: Some(crate::resources::qos_class(&spec).to_string()),
         message: o.message.clone(),
+        reason: o.reason.clone(),
         ..Default::default()
     }
 }

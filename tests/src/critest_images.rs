@@ -237,23 +237,23 @@ pub fn shared_libs(binary: &str) -> Result<Vec<String>> {
     Ok(libs.into_iter().collect())
 }
 
-fn read(path: &str) -> Result<Vec<u8>> {
+pub(crate) fn read(path: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(io_err("read", path))
 }
 
-fn file_name(path: &str) -> &str {
+pub(crate) fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
 /// Builds a layer, adding each parent directory (0755, root) once before
 /// the entries below it.
-struct Tree {
+pub(crate) struct Tree {
     b: LayerBuilder,
     dirs: BTreeSet<String>,
 }
 
 impl Tree {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Tree {
             b: LayerBuilder::new(),
             dirs: BTreeSet::new(),
@@ -275,7 +275,7 @@ impl Tree {
         self
     }
 
-    fn dir(mut self, path: &str, mode: u32) -> Self {
+    pub(crate) fn dir(mut self, path: &str, mode: u32) -> Self {
         self = self.parents(path);
         let p = path.trim_matches('/').to_string();
         if self.dirs.insert(p.clone()) {
@@ -284,7 +284,7 @@ impl Tree {
         self
     }
 
-    fn dir_owned(mut self, path: &str, mode: u32, uid: u64, gid: u64) -> Self {
+    pub(crate) fn dir_owned(mut self, path: &str, mode: u32, uid: u64, gid: u64) -> Self {
         self = self.parents(path);
         let p = path.trim_matches('/').to_string();
         if self.dirs.insert(p.clone()) {
@@ -293,13 +293,13 @@ impl Tree {
         self
     }
 
-    fn file(mut self, path: &str, mode: u32, data: &[u8]) -> Self {
+    pub(crate) fn file(mut self, path: &str, mode: u32, data: &[u8]) -> Self {
         self = self.parents(path);
         self.b = self.b.file(path.trim_start_matches('/'), mode, data);
         self
     }
 
-    fn symlink(mut self, path: &str, target: &str) -> Self {
+    pub(crate) fn symlink(mut self, path: &str, target: &str) -> Self {
         self = self.parents(path);
         self.b = self.b.symlink(path.trim_start_matches('/'), target);
         self
@@ -307,7 +307,7 @@ impl Tree {
 
     /// Host binary `src` at `dest` with the libraries it needs that are not
     /// in `have` (file names), at the paths `ldd` gives.
-    fn host_binary(
+    pub(crate) fn host_binary(
         mut self,
         src: &str,
         dest: &str,
@@ -327,7 +327,7 @@ impl Tree {
         Ok(self)
     }
 
-    fn finish(self) -> Layer {
+    pub(crate) fn finish(self) -> Layer {
         self.b.finish(Compression::Gzip)
     }
 }
@@ -354,13 +354,13 @@ pub fn base_layers() -> Result<Vec<Layer>> {
     Ok(layers)
 }
 
-fn with(base: &[Layer], more: impl IntoIterator<Item = Layer>) -> Vec<Layer> {
+pub(crate) fn with(base: &[Layer], more: impl IntoIterator<Item = Layer>) -> Vec<Layer> {
     let mut v = base.to_vec();
     v.extend(more);
     v
 }
 
-fn docker_image(layers: Vec<Layer>, run: Value) -> Image {
+pub(crate) fn docker_image(layers: Vec<Layer>, run: Value) -> Image {
     image(
         layers,
         &ImageSpec {
@@ -371,11 +371,11 @@ fn docker_image(layers: Vec<Layer>, run: Value) -> Image {
     )
 }
 
-fn list(img: Image) -> Content {
+pub(crate) fn list(img: Image) -> Content {
     Content::List(index(vec![img], true))
 }
 
-fn sh_config(extra: Value) -> Value {
+pub(crate) fn sh_config(extra: Value) -> Value {
     let mut run = json!({"Env": [PATH_ENV], "Cmd": ["sh"]});
     if let (Some(m), Some(e)) = (run.as_object_mut(), extra.as_object()) {
         for (k, v) in e {
@@ -387,7 +387,7 @@ fn sh_config(extra: Value) -> Value {
 
 /// A layer with one empty file `/name` (how upstream tells its test images
 /// apart).
-fn marker(name: &str) -> Layer {
+pub(crate) fn marker(name: &str) -> Layer {
     LayerBuilder::new()
         .file(name, 0o644, b"")
         .finish(Compression::Gzip)
@@ -420,7 +420,7 @@ http {{\n\
 
 /// Debian's nginx with the directories its compiled-in paths need; the
 /// access log goes to the container's stdout.
-fn nginx_layer(base_libs: &BTreeSet<String>) -> Result<Layer> {
+pub(crate) fn nginx_layer(base_libs: &BTreeSet<String>) -> Result<Layer> {
     let mut have = base_libs.clone();
     Ok(Tree::new()
         .host_binary("/usr/sbin/nginx", "usr/sbin/nginx", 0o755, &mut have)?
@@ -438,7 +438,7 @@ fn nginx_layer(base_libs: &BTreeSet<String>) -> Result<Layer> {
         .finish())
 }
 
-fn nginx_image(base: &[Layer], nginx: &Layer, port: u16) -> Image {
+pub(crate) fn nginx_image(base: &[Layer], nginx: &Layer, port: u16) -> Image {
     let conf = LayerBuilder::new()
         .dir("etc", 0o755)
         .dir("etc/nginx", 0o755)
@@ -472,15 +472,20 @@ pub fn httpd_command() -> Vec<String> {
     ]
 }
 
-/// Every image critest's validation specs pull (except [`NOT_REPRODUCIBLE`]).
-pub fn build() -> Result<Vec<CritestImage>> {
-    let base = base_layers()?;
-    let base_libs: BTreeSet<String> = shared_libs("/bin/busybox")?
+/// File names of the libraries [`base_layers`] already holds.
+pub(crate) fn base_libs() -> Result<BTreeSet<String>> {
+    Ok(shared_libs("/bin/busybox")?
         .iter()
         .chain(shared_libs("/usr/bin/pgrep")?.iter())
         .chain(shared_libs("/usr/bin/ipcs")?.iter())
         .map(|l| file_name(l).to_string())
-        .collect();
+        .collect())
+}
+
+/// Every image critest's validation specs pull (except [`NOT_REPRODUCIBLE`]).
+pub fn build() -> Result<Vec<CritestImage>> {
+    let base = base_layers()?;
+    let base_libs = base_libs()?;
     let mut out = Vec::new();
     let mut add = |upstream_host, repository: &str, tag: &str, content, purpose| {
         out.push(CritestImage {

@@ -14,12 +14,16 @@
 //! `spawn_blocking`).
 
 pub mod big;
+pub mod cluster;
 pub mod critest_images;
+pub mod e2e_env;
+pub mod e2e_images;
 pub mod fixtures;
 pub mod layer;
 pub mod oci;
 pub mod push;
 pub mod registry;
+pub mod signals;
 pub mod token;
 
 /// Errors of the test bed.
@@ -96,4 +100,59 @@ pub fn write_bridge_conflist(
     let v = serde_json::json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins});
     std::fs::write(conf.join("10-test.conflist"), v.to_string())?;
     Ok(conf)
+}
+
+/// A `/24` in 10.0.0.0/8 that no route or address of this host touches,
+/// for a test's own bridge (a neighbour's leftover bridge on a fixed
+/// subnet would route the test's traffic away). `seed` spreads callers.
+pub fn free_subnet(seed: u32) -> std::io::Result<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "route", "show", "table", "all"])
+        .output()?;
+    let addrs = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr"])
+        .output()?;
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&addrs.stdout)
+    );
+    let used: Vec<(u32, u32)> = text
+        .split_whitespace()
+        .filter_map(|w| {
+            let (ip, len) = w.split_once('/').unwrap_or((w, "32"));
+            let ip: std::net::Ipv4Addr = ip.parse().ok()?;
+            let len: u32 = len.parse().ok()?;
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - len.min(32))
+            };
+            Some((u32::from(ip) & mask, mask))
+        })
+        .filter(|(_, mask)| *mask != 0)
+        .collect();
+    for i in 0..60_000u32 {
+        let n = (seed.wrapping_mul(7919).wrapping_add(i * 131)) % 60_000 + 2_000;
+        let net = (10u32 << 24) | (n << 8);
+        let clash = used
+            .iter()
+            .any(|(u, mask)| (net & mask) == *u || (u & 0xffff_ff00) == net);
+        if !clash {
+            let ip = std::net::Ipv4Addr::from(net);
+            return Ok(format!("{ip}/24"));
+        }
+    }
+    Err(std::io::Error::other("no free /24 in 10.0.0.0/8"))
+}
+
+/// A name no other test run uses at the same time: `prefix` plus this
+/// process's ID and a per-process counter, at most 15 bytes (a network
+/// interface name's limit).
+pub fn unique_name(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tail = format!("{:x}{n}", std::process::id());
+    let keep = 15usize.saturating_sub(tail.len()).min(prefix.len());
+    format!("{}{tail}", &prefix[..keep])
 }

@@ -165,7 +165,8 @@ impl Registry {
         let log_path = dir.path().join("registry.log");
         let log = std::fs::File::create(&log_path).map_err(io_err("create", log_path.display()))?;
         let log2 = log.try_clone().map_err(io_err("dup", log_path.display()))?;
-        let mut child = Command::new("/usr/bin/docker-registry")
+        let mut cmd = Command::new("/usr/bin/docker-registry");
+        let mut child = crate::signals::unblocked(&mut cmd)
             .arg("serve")
             .arg(&cfg_path)
             .stdin(Stdio::null())

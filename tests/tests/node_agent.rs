@@ -14,7 +14,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::cluster::{find, free_port, Cluster, NodeCleanup, BINARIES};
+use podctl_tests::cluster::{find, free_port, Cluster, NodeCleanup, BINARIES};
 use podctl_tests::fixtures::publish;
 use podctl_tests::registry::Registry;
 

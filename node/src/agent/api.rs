@@ -121,17 +121,72 @@ pub struct ApiEvents {
     tx: mpsc::Sender<Event>,
 }
 
+/// How long a repeated event is counted on the first one's object.
+const AGGREGATE_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// What makes two events the same (then counted, not posted again).
+type EventKey = (
+    String,
+    String,
+    Option<String>,
+    &'static str,
+    String,
+    &'static str,
+);
+
 impl ApiEvents {
     pub fn start(client: Client, node: String) -> ApiEvents {
         let (tx, mut rx) = mpsc::channel::<Event>(1024);
         tokio::spawn(async move {
             let mut n: u64 = 0;
+            // Posted events: name, count, when first posted.
+            let mut seen: std::collections::HashMap<EventKey, (String, i32, std::time::Instant)> =
+                std::collections::HashMap::new();
             while let Some(e) = rx.recv().await {
                 n += 1;
                 let api = Api::<ApiEvent>::namespaced(client.clone(), &e.namespace);
+                let key: EventKey = (
+                    e.namespace.clone(),
+                    e.uid.clone(),
+                    e.field_path.clone(),
+                    e.reason,
+                    e.message.clone(),
+                    e.kind.as_str(),
+                );
+                if seen.len() > 4096 {
+                    seen.retain(|_, v| v.2.elapsed() < AGGREGATE_FOR);
+                }
+                if let Some((name, count, since)) = seen.get_mut(&key) {
+                    if since.elapsed() < AGGREGATE_FOR {
+                        *count += 1;
+                        let patch = serde_json::json!({
+                            "count": *count,
+                            "lastTimestamp": crate::status::now(),
+                        });
+                        match api
+                            .patch(
+                                name,
+                                &kube::api::PatchParams::default(),
+                                &kube::api::Patch::Merge(&patch),
+                            )
+                            .await
+                        {
+                            Ok(_) => continue,
+                            Err(err) => {
+                                tracing::debug!(event = %name, error = %err, "counting event; posting anew")
+                            }
+                        }
+                    }
+                }
                 let ev = to_api(&e, &node, n);
-                if let Err(err) = api.create(&PostParams::default(), &ev).await {
-                    tracing::warn!(pod = %e.pod, reason = e.reason, error = %err, "posting event");
+                let name = ev.metadata.name.clone().unwrap_or_default();
+                match api.create(&PostParams::default(), &ev).await {
+                    Ok(_) => {
+                        seen.insert(key, (name, 1, std::time::Instant::now()));
+                    }
+                    Err(err) => {
+                        tracing::warn!(pod = %e.pod, reason = e.reason, error = %err, "posting event")
+                    }
                 }
             }
         });

@@ -8,6 +8,7 @@
 //!   ([`pods::PodManager`]), patching status and posting Events;
 //! - serves the kubelet API ([`server`]).
 
+pub mod admit;
 pub mod api;
 pub mod bootstrap;
 pub mod lease;

@@ -23,11 +23,17 @@ use crate::events::EventSink;
 use crate::sources::Sources;
 use crate::worker::{PodWorker, Stop, WorkerConfig};
 
-/// One pod this node runs.
+/// One pod this node runs (or ran: a finished pod's containers and logs
+/// stay until its API object is deleted, as with the kubelet).
 struct Handle {
     stop: watch::Sender<Option<Stop>>,
+    /// The pod as the API server has it now (labels, annotations,
+    /// images, activeDeadlineSeconds may change while it runs).
+    update: watch::Sender<Pod>,
     /// Delete the API object once the containers are gone.
     delete_after: bool,
+    /// Its worker is done: it Succeeded or Failed and waits for deletion.
+    finished: bool,
 }
 
 /// The annotation marking a mirror pod (the API's copy of a static pod).
@@ -177,6 +183,18 @@ impl<C: Cri> PodManager<C> {
         let deleting = pod.metadata.deletion_timestamp.is_some();
         let mut handles = lock(&self.handles);
         if let Some(h) = handles.get_mut(&uid) {
+            if h.finished {
+                if deleting && !h.delete_after {
+                    // Done long ago: nothing to stop, only to clean up.
+                    h.delete_after = true;
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        this.finish(&pod, true).await;
+                        lock(&this.handles).remove(&uid_of(&pod));
+                    });
+                }
+                return;
+            }
             if deleting && !h.delete_after {
                 h.delete_after = true;
                 let grace = pod
@@ -185,6 +203,19 @@ impl<C: Cri> PodManager<C> {
                     .map(|s| Duration::from_secs(s.max(0) as u64));
                 tracing::info!(pod = ?key(&pod), ?grace, "pod deleted: stopping");
                 let _ = h.stop.send(Some(Stop { grace }));
+            }
+            if !deleting {
+                h.update.send_if_modified(|old| {
+                    let conditions = |p: &Pod| p.status.as_ref().and_then(|s| s.conditions.clone());
+                    let changed = old.metadata.labels != pod.metadata.labels
+                        || old.metadata.annotations != pod.metadata.annotations
+                        || old.spec != pod.spec
+                        || conditions(old) != conditions(&pod);
+                    if changed {
+                        *old = pod.clone();
+                    }
+                    changed
+                });
             }
             return;
         }
@@ -198,16 +229,36 @@ impl<C: Cri> PodManager<C> {
             return;
         }
         let (stop_tx, stop_rx) = watch::channel(None);
+        if let Err(r) = super::admit::admit(&pod, &self.worker.allowed_unsafe_sysctls) {
+            // Refused: nothing runs; the pod waits Failed for its deletion.
+            let (update, _) = watch::channel(pod.clone());
+            handles.insert(
+                uid.clone(),
+                Handle {
+                    stop: stop_tx,
+                    update,
+                    delete_after: false,
+                    finished: true,
+                },
+            );
+            drop(handles);
+            let this = self.clone();
+            tokio::spawn(async move { this.reject(&pod, r).await });
+            return;
+        }
+        let (update_tx, update_rx) = watch::channel(pod.clone());
         handles.insert(
             uid.clone(),
             Handle {
                 stop: stop_tx,
+                update: update_tx,
                 delete_after: false,
+                finished: false,
             },
         );
         drop(handles);
         let this = self.clone();
-        tokio::spawn(async move { this.drive(pod, stop_rx).await });
+        tokio::spawn(async move { this.drive(pod, stop_rx, update_rx).await });
     }
 
     /// Stop a pod now (`grace` None: the pod's own), deleting its API
@@ -225,21 +276,35 @@ impl<C: Cri> PodManager<C> {
         lock(&self.handles).keys().cloned().collect()
     }
 
-    fn gone(&self, pod: &Pod) {
+    fn gone(self: &Arc<Self>, pod: &Pod) {
         if is_mirror(pod) {
             return;
         }
-        let handles = lock(&self.handles);
-        if let Some(h) = handles.get(&uid_of(pod)) {
-            tracing::info!(pod = ?key(pod), "pod removed from the API: stopping now");
-            let _ = h.stop.send(Some(Stop {
-                grace: Some(Duration::ZERO),
-            }));
+        let mut handles = lock(&self.handles);
+        let uid = uid_of(pod);
+        match handles.get(&uid) {
+            Some(h) if h.finished => {
+                handles.remove(&uid);
+                let (this, pod) = (self.clone(), pod.clone());
+                tokio::spawn(async move { this.finish(&pod, false).await });
+            }
+            Some(h) => {
+                tracing::info!(pod = ?key(pod), "pod removed from the API: stopping now");
+                let _ = h.stop.send(Some(Stop {
+                    grace: Some(Duration::ZERO),
+                }));
+            }
+            None => {}
         }
     }
 
     /// Run one pod through its worker, reporting status as it changes.
-    async fn drive(self: Arc<Self>, pod: Pod, stop: watch::Receiver<Option<Stop>>) {
+    async fn drive(
+        self: Arc<Self>,
+        pod: Pod,
+        stop: watch::Receiver<Option<Stop>>,
+        updates: watch::Receiver<Pod>,
+    ) {
         let uid = uid_of(&pod);
         let (ns, name) = key(&pod);
         let made = PodWorker::new(
@@ -250,7 +315,7 @@ impl<C: Cri> PodManager<C> {
             self.events.clone(),
         );
         let (worker, mut status) = match made {
-            Ok(w) => w,
+            Ok((w, st)) => (w.with_updates(updates), st),
             Err(e) => {
                 tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "cannot run pod");
                 lock(&self.handles).remove(&uid);
@@ -276,11 +341,47 @@ impl<C: Cri> PodManager<C> {
         reporter.abort();
         self.show(&pod, Some(last.clone()));
         self.patch_status(&pod, &last).await;
+        let done = matches!(last.phase.as_deref(), Some("Succeeded" | "Failed"));
+        {
+            // A pod that finished on its own keeps its (exited) containers
+            // and logs until its API object is deleted.
+            let mut handles = lock(&self.handles);
+            match handles.get_mut(&uid) {
+                Some(h) if done && !h.delete_after && h.stop.borrow().is_none() => {
+                    h.finished = true;
+                    return;
+                }
+                _ => {}
+            }
+        }
         let delete = lock(&self.handles)
             .get(&uid)
             .is_some_and(|h| h.delete_after);
         self.finish(&pod, delete).await;
         lock(&self.handles).remove(&uid);
+    }
+
+    /// A pod admission refused: Failed with the reason, and an Event.
+    async fn reject(&self, pod: &Pod, r: super::admit::Rejection) {
+        let (ns, name) = key(pod);
+        tracing::info!(pod = %format!("{ns}/{name}"), reason = r.reason, message = %r.message, "pod refused");
+        self.events.emit(crate::events::Event {
+            namespace: ns,
+            pod: name,
+            uid: uid_of(pod),
+            field_path: None,
+            kind: crate::events::EventType::Warning,
+            reason: r.reason,
+            message: r.message.clone(),
+        });
+        let st = PodStatus {
+            phase: Some("Failed".into()),
+            reason: Some(r.reason.into()),
+            message: Some(r.message),
+            ..pod.status.clone().unwrap_or_default()
+        };
+        self.show(pod, Some(st.clone()));
+        self.patch_status(pod, &st).await;
     }
 
     /// Record the pod (and its status) for `/pods`.
@@ -303,8 +404,10 @@ impl<C: Cri> PodManager<C> {
             serde_json::json!({"metadata": {"uid": uid_of(pod)}, "status": st})
         };
         for attempt in 0..5u32 {
+            // Strategic: conditions merge by type, so those others set
+            // (readiness gates) stay.
             match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&body))
                 .await
             {
                 Ok(_) => return,

@@ -12,7 +12,12 @@
 
 mod hooks;
 mod kill;
+mod names;
+mod sandbox;
 mod start;
+mod update;
+
+pub use update::{spec_hash, HASH_ANNOTATION};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -32,6 +37,8 @@ use crate::probe;
 use crate::sources::Sources;
 use crate::status::{self, is_sidecar, SandboxFacts, Track};
 
+pub use sandbox::{FAILED_MOUNT, FAILED_SANDBOX};
+
 /// Settings shared by every worker of a node.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -47,6 +54,15 @@ pub struct WorkerConfig {
     /// How often configMap, secret, downwardAPI and projected volumes are
     /// rewritten from their sources (service-account tokens rotate then).
     pub volume_sync: Duration,
+    /// Name servers of ClusterFirst pods (`--cluster-dns`); empty: pods
+    /// get the node's resolv.conf, as the kubelet falls back to.
+    pub cluster_dns: Vec<String>,
+    /// The cluster's DNS domain (`--cluster-domain`).
+    pub cluster_domain: String,
+    /// The node's resolv.conf, the base of `Default` pods' DNS.
+    pub host_resolv_conf: PathBuf,
+    /// Sysctls admitted besides the safe set (names or `prefix*`).
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 impl Default for WorkerConfig {
@@ -59,6 +75,10 @@ impl Default for WorkerConfig {
             node_name: String::new(),
             host_ip: String::new(),
             volume_sync: Duration::from_secs(60),
+            cluster_dns: Vec::new(),
+            cluster_domain: "cluster.local".into(),
+            host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            allowed_unsafe_sysctls: Vec::new(),
         }
     }
 }
@@ -102,10 +122,19 @@ pub struct PodWorker<C: Cri> {
     start_time: Option<Time>,
     terminal: Option<&'static str>,
     message: Option<String>,
+    /// Why the sandbox could not be made while it is retried
+    /// (FailedCreatePodSandBox, FailedMount): the pod status's reason.
+    sandbox_failed: Option<&'static str>,
     /// Earliest back-off expiry of this pass: wake then, not a resync later.
     wake: Option<Duration>,
     volumes: Option<crate::volumes::Volumes>,
     synced: Instant,
+    /// Newer versions of the pod from the API (the node agent's).
+    updates: Option<watch::Receiver<Pod>>,
+    /// Why the pod failed as a whole (e.g. DeadlineExceeded).
+    reason: Option<String>,
+    /// Every init container completed (app containers may start).
+    init_done: bool,
 }
 
 impl<C: Cri> PodWorker<C> {
@@ -144,9 +173,13 @@ impl<C: Cri> PodWorker<C> {
                 start_time: None,
                 terminal: None,
                 message: None,
+                sandbox_failed: None,
                 wake: None,
                 volumes: None,
                 synced: Instant::now(),
+                updates: None,
+                reason: None,
+                init_done: false,
             },
             status_rx,
         ))
@@ -221,9 +254,24 @@ impl<C: Cri> PodWorker<C> {
             let nap = self
                 .wake
                 .map_or(self.cfg.resync, |w| w.min(self.cfg.resync));
+            let updated = async {
+                match self.updates.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(nap) => {}
                 _ = changed.notified() => {}
+                more = updated => {
+                    match self.updates.as_mut().filter(|_| more) {
+                        Some(rx) => {
+                            let pod = rx.borrow_and_update().clone();
+                            self.take_update(pod).await;
+                        }
+                        None => self.updates = None,
+                    }
+                }
                 r = stop.changed() => {
                     if r.is_err() {
                         // The owner went away: stop as if asked to.
@@ -252,19 +300,20 @@ impl<C: Cri> PodWorker<C> {
 
     fn publish(&self) {
         let prev = self.status_tx.borrow().clone();
-        let st = status::pod_status(&status::Observed {
+        let mut st = status::pod_status(&status::Observed {
             pod: &self.pod,
             sandbox: &self.facts,
             tracks: &self.tracks,
-            initialized: matches!(
-                self.stage,
-                Stage::Running | Stage::Terminating | Stage::Terminated
-            ),
+            initialized: self.init_done,
             terminal: self.terminal,
             start_time: self.start_time.clone(),
             previous: Some(&prev),
             message: self.message.clone(),
+            reason: self.reason.clone(),
         });
+        if let Some(r) = self.sandbox_failed {
+            st.reason = Some(r.to_string());
+        }
         self.status_tx.send_replace(st);
     }
 
@@ -287,15 +336,21 @@ impl<C: Cri> PodWorker<C> {
             return Ok(());
         }
         if self.sandbox.is_none() {
-            self.run_sandbox().await?;
+            if !self.make_sandbox().await {
+                return Ok(());
+            }
             self.stage = Stage::Initializing;
         }
         self.refresh().await?;
+        if self.past_deadline().await {
+            return Ok(());
+        }
         let (inits, apps) = self.spec_containers();
         if self.stage == Stage::Initializing {
             if !self.step_init(&inits).await? {
                 return Ok(());
             }
+            self.init_done = true;
             self.stage = Stage::Running;
         }
         // Sidecars stay up while the pod runs.
@@ -368,6 +423,10 @@ impl<C: Cri> PodWorker<C> {
             self.restart_policy()
         };
         let t = self.tracks.get(&c.name).cloned().unwrap_or_default();
+        if t.running() && self.definition_changed(c) {
+            self.restart_changed(c).await?;
+            return Ok(true);
+        }
         if t.running() {
             self.check_liveness(c).await?;
             return Ok(true);
@@ -396,15 +455,22 @@ impl<C: Cri> PodWorker<C> {
             return Ok(());
         };
         if !self.counted.contains(&cur.id) {
-            let ran = Duration::from_nanos((cur.finished_at - cur.started_at).max(0) as u64);
+            // A container that never started (StartError) did not run at all.
+            let ran = if cur.started_at > 0 {
+                Duration::from_nanos((cur.finished_at - cur.started_at).max(0) as u64)
+            } else {
+                Duration::ZERO
+            };
             let delay = self.backoff.exited(&c.name, now, ran);
             self.counted.push(cur.id.clone());
-            self.event(
-                Some(&c.name),
-                EventType::Warning,
-                "BackOff",
-                format!("Back-off {}s restarting failed container", delay.as_secs()),
-            );
+            if !delay.is_zero() {
+                self.event(
+                    Some(&c.name),
+                    EventType::Warning,
+                    "BackOff",
+                    format!("Back-off {}s restarting failed container", delay.as_secs()),
+                );
+            }
         }
         let left = self.backoff.remaining(&c.name, now);
         if left.is_zero() {

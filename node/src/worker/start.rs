@@ -16,6 +16,9 @@ use crate::status;
 
 /// Bytes of a termination message kept (the kubelet's limit).
 const MESSAGE_MAX: usize = 4096;
+/// What `FallbackToLogsOnError` takes of the log (the kubelet's limits).
+const MESSAGE_LOG_LINES: usize = 80;
+const MESSAGE_LOG_BYTES: usize = 2048;
 
 fn message_file(cfg: &WorkerConfig, uid: &str, name: &str, attempt: u32) -> std::path::PathBuf {
     cfg.pods_root
@@ -42,18 +45,7 @@ pub(super) fn termination_message(
         && c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError")
     {
         let log = std::fs::read_to_string(&st.log_path).unwrap_or_default();
-        let lines: Vec<&str> = log
-            .lines()
-            // CRI log lines: `time stream tag message`.
-            .map(|l| l.splitn(4, ' ').nth(3).unwrap_or(""))
-            .collect();
-        let tail = lines[lines.len().saturating_sub(80)..].join("\n");
-        let start = tail.len().saturating_sub(2048);
-        let mut start = start;
-        while !tail.is_char_boundary(start) {
-            start += 1;
-        }
-        return tail[start..].to_string();
+        return crate::crilog::tail_message(&log, MESSAGE_LOG_LINES, MESSAGE_LOG_BYTES);
     }
     msg
 }
@@ -87,8 +79,9 @@ impl<C: Cri> PodWorker<C> {
             .log_root
             .join(format!("{}_{}_{}", self.ns, self.name, self.uid));
         std::fs::create_dir_all(&log_dir).ctx("create", &log_dir)?;
-        let config =
+        let mut config =
             crate::convert::sandbox_config(&self.pod, &self.name, &self.ns, &self.uid, &log_dir)?;
+        self.name_sandbox(&mut config)?;
         let id = match self.existing_sandbox().await? {
             Some(id) => {
                 tracing::info!(pod = %self.full_name(), sandbox = %id, "adopting the running sandbox");
@@ -126,6 +119,7 @@ impl<C: Cri> PodWorker<C> {
         }
         self.facts.ips = ips;
         self.facts.host_ip = self.cfg.host_ip.clone();
+        self.write_hosts()?;
         self.facts.ready = true;
         self.facts.created_ns = st.created_at;
         self.start_time = Some(status::time(st.created_at).unwrap_or_else(status::now));
@@ -276,8 +270,14 @@ impl<C: Cri> PodWorker<C> {
             .cri
             .pull_image(Request::new(proto::PullImageRequest {
                 image: Some(spec),
+                auth: crate::pull_secrets::for_pod(
+                    &self.pod,
+                    &self.ns,
+                    &image,
+                    self.sources.as_ref(),
+                )
+                .await,
                 sandbox_config: self.sandbox.as_ref().map(|s| s.1.clone()),
-                ..Default::default()
             }))
             .await
         {
@@ -370,29 +370,30 @@ impl<C: Cri> PodWorker<C> {
             "Created",
             format!("Created container {}", c.name),
         );
-        if let Err(s) = self
+        // A container that fails to start is kept: it shows as exited
+        // (StartError) and is restarted with back-off like any other.
+        let start_error = self
             .cri
             .start_container(Request::new(proto::StartContainerRequest {
                 container_id: id.clone(),
             }))
             .await
-        {
-            let msg = s.message().to_string();
-            self.event(
+            .err()
+            .map(|s| s.message().to_string());
+        match &start_error {
+            Some(msg) => self.event(
                 Some(&c.name),
                 EventType::Warning,
                 "Failed",
                 format!("Error: {msg}"),
-            );
-            self.set_waiting(&c.name, "RunContainerError", msg);
-            return Ok(());
+            ),
+            None => self.event(
+                Some(&c.name),
+                EventType::Normal,
+                "Started",
+                format!("Started container {}", c.name),
+            ),
         }
-        self.event(
-            Some(&c.name),
-            EventType::Normal,
-            "Started",
-            format!("Started container {}", c.name),
-        );
         // The new container replaces the current one; one dead container
         // per name is kept (for `logs --previous`).
         let old_previous = t.previous.as_ref().map(|p| p.id.clone());
@@ -403,7 +404,9 @@ impl<C: Cri> PodWorker<C> {
             entry.restarts += 1;
         }
         entry.current = st;
-        entry.waiting = None;
+        entry.waiting = start_error
+            .clone()
+            .map(|m| ("RunContainerError".to_string(), m));
         entry.ready = false;
         entry.started = false;
         if let Some(old) = old_previous {
@@ -413,6 +416,9 @@ impl<C: Cri> PodWorker<C> {
                     container_id: old,
                 }))
                 .await;
+        }
+        if start_error.is_some() {
+            return Ok(());
         }
         self.start_probes(c, &id);
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
@@ -464,6 +470,26 @@ impl<C: Cri> PodWorker<C> {
         self.probes.insert(id.to_string(), handles);
     }
 
+    /// The user an image runs as (ImageStatus).
+    async fn image_user(&self, image: &str) -> crate::security::ImageUser {
+        let st = self
+            .cri
+            .image_status(Request::new(proto::ImageStatusRequest {
+                image: Some(proto::ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            }))
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().image);
+        crate::security::ImageUser {
+            uid: st.as_ref().and_then(|i| i.uid.as_ref()).map(|u| u.value),
+            username: st.map(|i| i.username).unwrap_or_default(),
+        }
+    }
+
     /// CreateContainer's configuration: the conversion of the spec plus
     /// attempt, log path, OOM score and the termination-message file.
     async fn container_config(
@@ -492,6 +518,30 @@ impl<C: Cri> PodWorker<C> {
         if let Some(m) = cfg.metadata.as_mut() {
             m.attempt = attempt;
         }
+        let image_user = self.image_user(image).await;
+        crate::security::verify_non_root(&self.pod, c, &image_user).map_err(|reason| {
+            NodeError::Container {
+                pod: self.full_name(),
+                container: c.name.clone(),
+                reason,
+            }
+        })?;
+        let seccomp_root = self
+            .cfg
+            .pods_root
+            .parent()
+            .unwrap_or(&self.cfg.pods_root)
+            .join("seccomp");
+        if let Some(linux) = cfg.linux.as_mut() {
+            linux.security_context = Some(crate::security::container_context(
+                &self.pod,
+                c,
+                &image_user,
+                &seccomp_root.display().to_string(),
+            ));
+        }
+        cfg.annotations
+            .insert(super::HASH_ANNOTATION.into(), super::spec_hash(c));
         cfg.envs = env
             .iter()
             .map(|(k, v)| proto::KeyValue {
@@ -512,6 +562,7 @@ impl<C: Cri> PodWorker<C> {
         if let Some(v) = self.volumes.as_mut() {
             cfg.mounts.extend(v.mounts(c, &vars)?);
         }
+        cfg.mounts.extend(self.hosts_mount(c));
         cfg.log_path = format!("{}/{attempt}.log", c.name);
         let spec = self.pod.spec.clone().unwrap_or_default();
         let qos = crate::resources::qos_class(&spec);

@@ -16,11 +16,12 @@
 //! `--registry-config PATH` also writes the same mirrors as a stand-alone
 //! registry configuration (`[hosts."…"]`, for `podctl --registry-config`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use podctl_tests::critest_images::{self, NOT_REPRODUCIBLE};
 use podctl_tests::registry::Registry;
+use podctl_tests::signals::{block_signals, wait_for_signal, write_atomically};
 
 const USAGE: &str = "usage: podctl-testbed [--registry-config PATH] CONFIG";
 
@@ -51,50 +52,6 @@ fn parse_args() -> Result<Args, String> {
         config: config.ok_or_else(|| USAGE.to_string())?,
         registry_config,
     })
-}
-
-/// Block SIGTERM and SIGINT in this thread (and the threads it starts
-/// later) so that they wait for [`wait_for_signal`]. Child processes start
-/// with an empty mask (std resets it), so the registry is not affected.
-fn block_signals() -> Result<libc::sigset_t, String> {
-    // SAFETY: sigset_t is plain data; the calls only read/write `set`.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        if rc != 0 {
-            return Err(format!(
-                "pthread_sigmask: {}",
-                std::io::Error::from_raw_os_error(rc)
-            ));
-        }
-        Ok(set)
-    }
-}
-
-fn wait_for_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig: libc::c_int = 0;
-    // SAFETY: `set` is an initialised signal set and `sig` a valid out pointer.
-    let rc = unsafe { libc::sigwait(set, &mut sig) };
-    if rc != 0 {
-        eprintln!(
-            "podctl-testbed: sigwait: {}",
-            std::io::Error::from_raw_os_error(rc)
-        );
-    }
-    sig
-}
-
-/// Write `text` to `path` through a temporary file in the same directory,
-/// so readers see the whole file or none.
-fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text).map_err(|e| format!("write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("rename to {}: {e}", path.display()))
 }
 
 fn run(args: &Args, signals: &libc::sigset_t) -> Result<(), String> {

@@ -1,6 +1,5 @@
 #![allow(dead_code)]
 
-pub mod cluster;
 pub mod podenv;
 pub mod proxy;
 

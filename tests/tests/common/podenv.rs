@@ -14,13 +14,15 @@ pub struct Env {
 impl Env {
     pub fn new(tag: u32) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let n = (std::process::id() + tag) % 200 + 20;
+        let n = (std::process::id() * 31 + tag) % 100_000;
         let bridge = format!("podlc{n}");
+        let subnet =
+            podctl_tests::free_subnet(std::process::id() + tag).unwrap_or_else(|e| panic!("{e}"));
         podctl_tests::write_bridge_conflist(
             dir.path(),
             "podctl-lifecycle",
             &bridge,
-            &format!("10.87.{n}.0/24"),
+            &subnet,
             false,
         )
         .unwrap_or_else(|e| panic!("{e}"));

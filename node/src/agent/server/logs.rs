@@ -10,6 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::crilog;
+
 /// The query options.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LogOptions {
@@ -36,26 +38,6 @@ impl LogOptions {
     }
 }
 
-/// One CRI log record: `<RFC 3339 nano> <stream> <P|F> <text>`.
-struct Record<'a> {
-    time: &'a str,
-    partial: bool,
-    text: &'a str,
-}
-
-fn parse(line: &str) -> Option<Record<'_>> {
-    let mut it = line.splitn(4, ' ');
-    let time = it.next()?;
-    let _stream = it.next()?;
-    let tag = it.next()?;
-    let text = it.next().unwrap_or("");
-    Some(Record {
-        time,
-        partial: tag == "P",
-        text,
-    })
-}
-
 fn unix_seconds(rfc3339: &str) -> Option<i64> {
     rfc3339
         .parse::<jiff::Timestamp>()
@@ -63,36 +45,39 @@ fn unix_seconds(rfc3339: &str) -> Option<i64> {
         .map(|t| t.as_second())
 }
 
-/// Turn complete CRI records into output lines (a partial record is
-/// joined with the ones after it).
+/// Turn CRI records into output, one string a record (the kubelet's
+/// rendering: a partial record's text without a newline).
 fn render(text: &str, o: &LogOptions, since: Option<i64>) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut pending = String::new();
-    let mut first_time: Option<&str> = None;
-    for l in text.lines() {
-        let Some(r) = parse(l) else { continue };
-        if let Some(s) = since {
-            if unix_seconds(r.time).is_some_and(|t| t < s) {
-                continue;
+    text.lines()
+        .filter_map(crilog::parse)
+        .filter(|r| since.is_none_or(|s| unix_seconds(r.time).is_none_or(|t| t >= s)))
+        .map(|r| r.render(o.timestamps))
+        .collect()
+}
+
+/// A (non-follow) answer's body as the kubelet sends it: chunked, the
+/// text flushed before the end of the body is written. The API server's
+/// WebSocket relay of `pods/log` drops the bytes of a read that also
+/// reports the end; a body whose end arrives with its text (a length, or
+/// both chunks in one TLS record) would reach WebSocket clients empty.
+pub fn flushed_body(text: String) -> super::Body {
+    use futures::StreamExt as _;
+    let frames = futures::stream::unfold(Some(text), |state| async move {
+        match state {
+            Some(t) => Some((
+                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(t))),
+                None,
+            )),
+            None => {
+                // Let the text go out on its own before the end.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                None
             }
         }
-        first_time.get_or_insert(r.time);
-        pending.push_str(r.text);
-        if r.partial {
-            continue;
-        }
-        let mut line = String::new();
-        if o.timestamps {
-            line.push_str(first_time.unwrap_or(r.time));
-            line.push(' ');
-        }
-        line.push_str(&pending);
-        line.push('\n');
-        out.push(line);
-        pending.clear();
-        first_time = None;
-    }
-    out
+    });
+    http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(super::SyncStream(
+        frames.boxed(),
+    )))
 }
 
 /// The whole (non-follow) answer.
@@ -134,7 +119,10 @@ pub fn follow(
             return;
         }
         let mut offset = 0;
-        let text = read_from(&path, &mut offset);
+        let mut carry = read_from(&path, &mut offset);
+        // Whole records only; a record still being written waits.
+        let cut = carry.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let text: String = carry.drain(..cut).collect();
         let head = answer(
             &text,
             &LogOptions {
@@ -146,7 +134,6 @@ pub fn follow(
         if tx.send(Bytes::from(head)).await.is_err() {
             return;
         }
-        let mut carry = String::new();
         loop {
             let chunk = read_from(&path, &mut offset);
             let done = chunk.is_empty() && !running().await;
@@ -200,12 +187,13 @@ mod tests {
         std::fs::write(&p, LOG).unwrap_or_else(|e| panic!("{e}"));
         let all = |o: LogOptions| read_all(&p, &o).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(all(LogOptions::default()), "one\ntwo\nthree\n");
+        // Tail counts records, as the kubelet counts the file's lines.
         assert_eq!(
             all(LogOptions {
                 tail_lines: Some(2),
                 ..Default::default()
             }),
-            "two\nthree\n"
+            "o\nthree\n"
         );
         assert_eq!(
             all(LogOptions {

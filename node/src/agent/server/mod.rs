@@ -189,6 +189,7 @@ async fn handle<C: Cri>(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
+    tracing::debug!(method = %req.method(), uri = %req.uri(), upgrade = ?req.headers().get(hyper::header::UPGRADE), "kubelet API request");
     let parts: Vec<String> = path
         .trim_matches('/')
         .split('/')
@@ -338,7 +339,7 @@ impl<C: Cri> Kubelet<C> {
         let path = PathBuf::from(&st.log_path);
         if !o.follow {
             return match logs::read_all(&path, &o) {
-                Ok(s) => text(StatusCode::OK, s),
+                Ok(s) => respond(StatusCode::OK, TEXT, logs::flushed_body(s)),
                 Err(e) => text(StatusCode::NOT_FOUND, format!("{}: {e}", path.display())),
             };
         }
@@ -464,7 +465,7 @@ impl<C: Cri> Kubelet<C> {
 
 /// A `Send` stream made `Sync` for the boxed body (it is only ever polled
 /// through `&mut`).
-struct SyncStream<S>(S);
+pub(crate) struct SyncStream<S>(pub(crate) S);
 
 // SAFETY: `SyncStream` exposes no `&self` access to the inner stream: it is
 // only polled through `Pin<&mut Self>`, so sharing `&SyncStream` across

@@ -155,7 +155,7 @@ impl Procs {
     pub fn spawn(&mut self, name: &str, log_dir: &Path, cmd: &mut Command) {
         let log = std::fs::File::create(log_dir.join(format!("{name}.log")))
             .unwrap_or_else(|e| panic!("{e}"));
-        let child = cmd
+        let child = crate::signals::unblocked(cmd)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -421,10 +421,32 @@ impl Drop for NodeCleanup {
                 pids.extend(p.trim().parse::<i32>().ok());
             }
         }
+        // Monitors and shims of the agent's runtime name its directories.
+        let marker = self.dir.display().to_string();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if pid != std::process::id() as i32
+                && String::from_utf8_lossy(&cmdline).contains(&marker)
+            {
+                pids.push(pid);
+            }
+        }
         for pid in pids {
             // SAFETY: kill(2) on PIDs of processes this test started.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        std::thread::sleep(Duration::from_millis(300));
+        for root in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            remove_cgroups(&root.path().join(parent));
+        }
+        remove_cgroups(&Path::new("/sys/fs/cgroup").join(parent));
         let prefix = self.dir.display().to_string();
         let mut mounts: Vec<String> = std::fs::read_to_string("/proc/mounts")
             .unwrap_or_default()
@@ -441,6 +463,17 @@ impl Drop for NodeCleanup {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Remove a cgroup directory and those below it, deepest first (only
+/// empty cgroups can go; a busy one stays).
+fn remove_cgroups(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            remove_cgroups(&e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 fn collect_procs(dir: &Path, out: &mut Vec<i32>) {
