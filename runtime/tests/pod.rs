@@ -1,5 +1,5 @@
 //! A pod on this host (run as root): built-in pause, pinned network
-//! namespace, CNI bridge `podctl0` (10.88.0.0/24, no masquerading), two
+//! namespace, CNI bridge of its own on a free /24 (no masquerading), two
 //! busybox containers sharing localhost and the pod hostname.
 
 mod common;
@@ -13,18 +13,31 @@ use podctl_runtime::{
     CniConfig, ContainerConfig, ContainerState, PortMapping, SandboxConfig, SandboxState,
 };
 
-/// Removes the test bridge when the test ends, pass or fail.
-struct BridgeCleanup;
+/// The test's bridge (a per-run name) and its free /24; the bridge is
+/// removed when the test ends, pass or fail.
+struct Bridge {
+    name: String,
+    subnet: String,
+}
 
-impl Drop for BridgeCleanup {
+impl Bridge {
+    fn new() -> Bridge {
+        Bridge {
+            name: format!("podrt{}", std::process::id() % 100_000),
+            subnet: ok(podctl_tests::free_subnet(std::process::id()), "free subnet"),
+        }
+    }
+}
+
+impl Drop for Bridge {
     fn drop(&mut self) {
         let _ = std::process::Command::new("ip")
-            .args(["link", "del", "podctl0"])
+            .args(["link", "del", &self.name])
             .status();
     }
 }
 
-fn cni(dir: &Path) -> CniConfig {
+fn cni(dir: &Path, bridge: &Bridge) -> CniConfig {
     let conf_dir = dir.join("cni");
     ok(std::fs::create_dir_all(&conf_dir), "cni dir");
     let conflist = serde_json::json!({
@@ -32,8 +45,8 @@ fn cni(dir: &Path) -> CniConfig {
         "name": "podctl",
         "plugins": [
             {
-                "type": "bridge", "bridge": "podctl0", "isGateway": true, "ipMasq": false,
-                "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/24"}]],
+                "type": "bridge", "bridge": bridge.name, "isGateway": true, "ipMasq": false,
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": bridge.subnet}]],
                          "routes": [{"dst": "0.0.0.0/0"}], "dataDir": dir.join("ipam")},
             },
             {"type": "portmap", "capabilities": {"portMappings": true}},
@@ -54,9 +67,9 @@ fn two_containers_share_the_pod_network_and_hostname() {
     let dir = ok(tempfile::tempdir(), "tempdir");
     let lower = busybox_rootfs(dir.path());
     let cg = cgroup_parent("pod");
-    let _b = BridgeCleanup;
-    let _t = Teardown::new(dir.path(), &cg, Some(cni(dir.path())));
-    let rt = runtime(dir.path(), &cg, Some(cni(dir.path())));
+    let bridge = Bridge::new();
+    let _t = Teardown::new(dir.path(), &cg, Some(cni(dir.path(), &bridge)));
+    let rt = runtime(dir.path(), &cg, Some(cni(dir.path(), &bridge)));
     let sb = ok(
         rt.run_sandbox(SandboxConfig {
             name: "web".into(),
@@ -73,7 +86,11 @@ fn two_containers_share_the_pod_network_and_hostname() {
         "run_sandbox",
     );
     let ip = sb.ip.clone().unwrap_or_else(|| panic!("no pod IP"));
-    assert!(ip.starts_with("10.88.0."), "{ip}");
+    assert!(
+        ip.starts_with(bridge.subnet.trim_end_matches("0/24")),
+        "{ip} not in {}",
+        bridge.subnet
+    );
     let pin = sb.netns_path.clone().unwrap_or_else(|| panic!("no netns"));
     assert_eq!(
         std::fs::metadata(&pin)

@@ -41,7 +41,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         dir.path(),
         "podctl-bench",
         &bridge,
-        "10.90.0.0/24",
+        &podctl_tests::free_subnet(std::process::id())?,
         false,
     )?;
     let shim = std::env::var_os("PODCTL_SHIM")

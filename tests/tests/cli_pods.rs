@@ -10,6 +10,8 @@ use podctl_tests::registry::Registry;
 struct Env {
     dir: tempfile::TempDir,
     bridge: String,
+    /// The free a.b.c.0/24 of the bridge.
+    subnet: String,
 }
 
 impl Env {
@@ -56,15 +58,18 @@ fn setup() -> (Registry, podctl_tests::fixtures::Published, Env) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let n = std::process::id() % 200 + 20;
     let bridge = format!("podctl-c{n}");
-    podctl_tests::write_bridge_conflist(
-        dir.path(),
-        "podctl-cli-test",
-        &bridge,
-        &format!("10.89.{n}.0/24"),
-        false,
+    let subnet = podctl_tests::free_subnet(std::process::id()).unwrap_or_else(|e| panic!("{e}"));
+    podctl_tests::write_bridge_conflist(dir.path(), "podctl-cli-test", &bridge, &subnet, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    (
+        reg,
+        pubd,
+        Env {
+            dir,
+            bridge,
+            subnet,
+        },
     )
-    .unwrap_or_else(|e| panic!("{e}"));
-    (reg, pubd, Env { dir, bridge })
 }
 
 #[test]
@@ -100,7 +105,11 @@ spec:
     let file_s = file.display().to_string();
     let (ok, out, err) = env.podctl(&["run", &file_s]);
     assert!(ok, "{err}");
-    assert!(out.starts_with("pod/web Running (ip 10.89."), "{out}");
+    let prefix = format!(
+        "pod/web Running (ip {}",
+        env.subnet.trim_end_matches("0/24")
+    );
+    assert!(out.starts_with(&prefix), "{out}");
 
     let (ok, out, err) = env.podctl(&["run", &file_s]);
     assert!(

@@ -30,16 +30,11 @@ fn cleanup_for(dir: &Path) -> NodeCleanup {
     }
 }
 
-fn node_config(dir: &Path, registry: &str, cleanup: &NodeCleanup) -> std::path::PathBuf {
-    let n = std::process::id() % 200 + 20;
-    podctl_tests::write_bridge_conflist(
-        dir,
-        "podctl-node-test",
-        &cleanup.bridge,
-        &format!("10.91.{n}.0/24"),
-        true,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+/// The agent's configuration file and the free a.b.c.0/24 of its bridge.
+fn node_config(dir: &Path, registry: &str, cleanup: &NodeCleanup) -> (std::path::PathBuf, String) {
+    let subnet = podctl_tests::free_subnet(std::process::id()).unwrap_or_else(|e| panic!("{e}"));
+    podctl_tests::write_bridge_conflist(dir, "podctl-node-test", &cleanup.bridge, &subnet, true)
+        .unwrap_or_else(|e| panic!("{e}"));
     let cfg = format!(
         "socket = \"{d}/podctl.sock\"\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
          cgroup_parent = \"{cg}\"\nlog_level = \"info,podctl=debug\"\n\n\
@@ -50,7 +45,7 @@ fn node_config(dir: &Path, registry: &str, cleanup: &NodeCleanup) -> std::path::
     );
     let p = dir.join("podctl.toml");
     std::fs::write(&p, cfg).unwrap_or_else(|e| panic!("{e}"));
-    p
+    (p, subnet)
 }
 
 /// PIDs of processes with `marker` as an argument.
@@ -151,7 +146,7 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:boot
         .token_kubeconfig("bootstrap", &c.server, "abcdef.0123456789abcdef");
     let kubeconfig = d.join("node.kubeconfig");
     let (scrt, skey) = c.pki.cert("kubelet-serving", &format!("/CN={NODE}"), true);
-    let config = node_config(d, &pubd.host, &cleanup);
+    let (config, subnet) = node_config(d, &pubd.host, &cleanup);
     let port = free_port();
     let manifests = d.join("manifests");
     std::fs::create_dir_all(&manifests).unwrap_or_else(|e| panic!("{e}"));
@@ -322,7 +317,7 @@ spec:
         pod["status"]["podIP"]
             .as_str()
             .unwrap_or("")
-            .starts_with("10.91."),
+            .starts_with(subnet.trim_end_matches("0/24")),
         "{pod}"
     );
     println!("check: Deployment pod {name} Running and Ready with its status: ok");

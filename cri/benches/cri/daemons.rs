@@ -40,12 +40,15 @@ impl Drop for Daemon {
     }
 }
 
-fn conflist(dir: &Path, bridge: &str, subnet: &str) -> Result<PathBuf> {
+/// A bridge conflist on a /24 no route or address of this host uses
+/// (`seed` keeps the two daemons of one run apart).
+fn conflist(dir: &Path, bridge: &str, seed: u32) -> Result<PathBuf> {
+    let subnet = podctl_tests::free_subnet(seed)?;
     Ok(podctl_tests::write_bridge_conflist(
         dir,
         &format!("bench-{bridge}"),
         bridge,
-        subnet,
+        &subnet,
         true,
     )?)
 }
@@ -70,7 +73,7 @@ pub fn start_podctl(registry: &str) -> Result<Daemon> {
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     let bridge = format!("pbench{}", std::process::id() % 1000);
-    let cni = conflist(d, &bridge, "10.91.0.0/16")?;
+    let cni = conflist(d, &bridge, std::process::id())?;
     let socket = d.join("podctl.sock");
     let config = format!(
         "socket = \"{}\"\nroot = \"{}\"\nstate = \"{}\"\ncgroup_parent = \"/podctl-bench\"\nlog_level = \"warn\"\n\n[cni]\nconf_dir = \"{}\"\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\n\n{}",
@@ -120,7 +123,7 @@ pub fn start_containerd(registry: &str) -> Result<Option<Daemon>> {
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     let bridge = format!("cbench{}", std::process::id() % 1000);
-    let cni = conflist(d, &bridge, "10.92.0.0/16")?;
+    let cni = conflist(d, &bridge, std::process::id() + 1)?;
     let socket = d.join("containerd.sock");
     let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
     let mut config = format!(

@@ -95,12 +95,14 @@ pub fn setup(pubd: &Published, extra: &str) -> Setup {
     let d = dir.path();
     let n = std::process::id() % 200 + 20;
     let bridge = format!("podcri{n}");
-    let subnet = format!("10.90.{n}");
+    let cidr = ok(podctl_tests::free_subnet(std::process::id()));
+    // "a.b.c" of the free a.b.c.0/24, what pod IPs start with.
+    let subnet = cidr.trim_end_matches(".0/24").to_string();
     ok(podctl_tests::write_bridge_conflist(
         d,
         "podctl-cri-test",
         &bridge,
-        &format!("{subnet}.0/24"),
+        &cidr,
         true,
     ));
     let socket = d.join("podctl.sock");
