@@ -20,12 +20,14 @@ pub const BINARIES: [&str; 5] = [
     "kubectl",
 ];
 
-/// Where a control-plane binary is, if anywhere.
+/// Where a control-plane binary is, if anywhere: $E2E_BIN,
+/// $KUBEBUILDER_ASSETS, /usr/local/kubebuilder/bin, then PATH.
 pub fn find(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(d) = std::env::var_os("KUBEBUILDER_ASSETS") {
-        dirs.push(PathBuf::from(d));
-    }
+    let mut dirs: Vec<PathBuf> = ["E2E_BIN", "KUBEBUILDER_ASSETS"]
+        .iter()
+        .filter_map(std::env::var_os)
+        .map(PathBuf::from)
+        .collect();
     dirs.push(PathBuf::from("/usr/local/kubebuilder/bin"));
     if let Some(p) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&p));

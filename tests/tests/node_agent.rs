@@ -99,7 +99,7 @@ fn a_stock_control_plane_runs_a_deployment_on_podctl_node() {
     let missing: Vec<&str> = BINARIES.into_iter().filter(|b| find(b).is_none()).collect();
     if !missing.is_empty() {
         eprintln!(
-            "skipped: the node agent test needs {} (set KUBEBUILDER_ASSETS; see README)",
+            "skipped: the node agent test needs {} (set E2E_BIN or KUBEBUILDER_ASSETS; see README)",
             missing.join(", ")
         );
         return;
