@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{CriError, IoContext, Result};
+use crate::image_volume::ImageVolume;
 use crate::proto;
 
 /// A sandbox as CRI created it.
@@ -33,6 +34,9 @@ pub struct ContainerRecord {
     pub log_path: String,
     /// Resources last applied (creation or UpdateContainerResources).
     pub resources: Option<proto::LinuxContainerResources>,
+    /// Images mounted for the config's image volumes, in mount order.
+    #[serde(default)]
+    pub image_volumes: Vec<ImageVolume>,
 }
 
 /// The record directories.
