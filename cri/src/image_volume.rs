@@ -35,10 +35,10 @@ pub(crate) fn prepare(
 ) -> Result<Vec<ImageVolume>> {
     let mut done = Vec::new();
     for m in mounts.iter_mut() {
-        let Some(spec) = m.image.as_ref() else {
+        let Some(spec) = m.image.clone() else {
             continue;
         };
-        match prepare_one(store, root, container, m, spec.clone()) {
+        match prepare_one(store, root, container, m, spec) {
             Ok(v) => done.push(v),
             Err(e) => {
                 release(&done);

@@ -119,8 +119,8 @@ async fn run(pubd: &Published, daemon: &Daemon) {
     rw.readonly = false;
     for (what, m) in [
         ("writable", rw),
-        ("missing sub path", volume("/mnt/vol", &layered, "", "not-there")),
-        ("escaping sub path", volume("/mnt/vol", &layered, "", "../..")),
+        ("missing-sub-path", volume("/mnt/vol", &layered, "", "not-there")),
+        ("escaping-sub-path", volume("/mnt/vol", &layered, "", "../..")),
     ] {
         let e = rt
             .create_container(create(what, vec![m]))
