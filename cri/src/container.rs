@@ -410,10 +410,7 @@ pub(crate) fn status_of(rec: &ContainerRecord, st: &ContainerStatus) -> proto::C
                 image: spec.image.clone(),
                 user_specified_image: spec.user_specified_image.clone(),
                 runtime_handler: spec.runtime_handler.clone(),
-                image_ref: vols
-                    .next()
-                    .map(|v| v.image_id.clone())
-                    .unwrap_or_default(),
+                image_ref: vols.next().map(|v| v.image_id.clone()).unwrap_or_default(),
                 ..Default::default()
             }),
             image_sub_path: m.image_sub_path.clone(),

@@ -101,7 +101,11 @@ fn sub_path(s: &str) -> std::result::Result<PathBuf, String> {
         match c {
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
-            _ => return Err(format!("sub path {s:?} must be relative and stay inside the image")),
+            _ => {
+                return Err(format!(
+                    "sub path {s:?} must be relative and stay inside the image"
+                ))
+            }
         }
     }
     Ok(out)
@@ -136,7 +140,11 @@ fn mount_layers(base: &Path, layers: &[PathBuf], target: &Path) -> Result<()> {
         let _ = std::fs::remove_dir(target);
         return Err(CriError::invalid("image volume", "the image has no layers"));
     }
-    let mut lower: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();
+    let mut lower: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
     if lower.len() == 1 {
         lower.push(empty.display().to_string());
     }
@@ -197,7 +205,10 @@ mod tests {
         std::os::unix::fs::symlink("/", root.join("out")).unwrap_or_else(|e| panic!("{e}"));
         std::os::unix::fs::symlink("etc", root.join("in")).unwrap_or_else(|e| panic!("{e}"));
         let real = root.canonicalize().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(resolve_inside(&root, Path::new("etc")), Ok(real.join("etc")));
+        assert_eq!(
+            resolve_inside(&root, Path::new("etc")),
+            Ok(real.join("etc"))
+        );
         assert_eq!(resolve_inside(&root, Path::new("in")), Ok(real.join("etc")));
         assert!(resolve_inside(&root, Path::new("out")).is_err());
         assert!(resolve_inside(&root, Path::new("missing")).is_err());

@@ -79,7 +79,11 @@ pub(crate) fn descriptors() -> Vec<proto::MetricDescriptor> {
         .map(|(name, help, _, own)| proto::MetricDescriptor {
             name: (*name).into(),
             help: (*help).into(),
-            label_keys: BASE.iter().chain(own.iter()).map(|s| s.to_string()).collect(),
+            label_keys: BASE
+                .iter()
+                .chain(own.iter())
+                .map(|s| s.to_string())
+                .collect(),
         })
         .collect()
 }
@@ -127,10 +131,22 @@ const NS: u64 = 1_000_000_000;
 fn container_samples(s: &mut Samples, d: &Detail) {
     s.add("container_cpu_usage_seconds_total", &[], d.cpu_ns / NS);
     s.add("container_cpu_user_seconds_total", &[], d.cpu_user_ns / NS);
-    s.add("container_cpu_system_seconds_total", &[], d.cpu_system_ns / NS);
+    s.add(
+        "container_cpu_system_seconds_total",
+        &[],
+        d.cpu_system_ns / NS,
+    );
     s.add("container_cpu_cfs_periods_total", &[], d.cfs_periods);
-    s.add("container_cpu_cfs_throttled_periods_total", &[], d.cfs_throttled_periods);
-    s.add("container_cpu_cfs_throttled_seconds_total", &[], d.cfs_throttled_ns / NS);
+    s.add(
+        "container_cpu_cfs_throttled_periods_total",
+        &[],
+        d.cfs_throttled_periods,
+    );
+    s.add(
+        "container_cpu_cfs_throttled_seconds_total",
+        &[],
+        d.cfs_throttled_ns / NS,
+    );
     s.add("container_memory_usage_bytes", &[], d.memory_usage);
     s.add("container_memory_max_usage_bytes", &[], d.memory_max_usage);
     s.add("container_memory_working_set_bytes", &[], d.working_set);
@@ -141,8 +157,16 @@ fn container_samples(s: &mut Samples, d: &Detail) {
     s.add("container_memory_swap", &[], d.swap);
     s.add("container_memory_failcnt", &[], d.failcnt);
     for scope in ["container", "hierarchy"] {
-        s.add("container_memory_failures_total", &["pgfault", scope], d.page_faults);
-        s.add("container_memory_failures_total", &["pgmajfault", scope], d.major_page_faults);
+        s.add(
+            "container_memory_failures_total",
+            &["pgfault", scope],
+            d.page_faults,
+        );
+        s.add(
+            "container_memory_failures_total",
+            &["pgmajfault", scope],
+            d.major_page_faults,
+        );
     }
     s.add("container_oom_events_total", &[], d.oom_events);
     s.add("container_processes", &[], d.processes);
@@ -153,8 +177,16 @@ fn container_samples(s: &mut Samples, d: &Detail) {
     for io in &d.io {
         let dev = format!("{}:{}", io.major, io.minor);
         let (maj, min) = (io.major.to_string(), io.minor.to_string());
-        s.add("container_blkio_device_usage_total", &[&dev, &maj, &min, "Read"], io.read_bytes);
-        s.add("container_blkio_device_usage_total", &[&dev, &maj, &min, "Write"], io.write_bytes);
+        s.add(
+            "container_blkio_device_usage_total",
+            &[&dev, &maj, &min, "Read"],
+            io.read_bytes,
+        );
+        s.add(
+            "container_blkio_device_usage_total",
+            &[&dev, &maj, &min, "Write"],
+            io.write_bytes,
+        );
         s.add("container_fs_reads_bytes_total", &[&dev], io.read_bytes);
         s.add("container_fs_writes_bytes_total", &[&dev], io.write_bytes);
         s.add("container_fs_reads_total", &[&dev], io.reads);
@@ -166,13 +198,37 @@ fn container_samples(s: &mut Samples, d: &Detail) {
 fn spec_samples(s: &mut Samples, r: Option<&proto::LinuxContainerResources>) {
     let r = r.cloned().unwrap_or_default();
     let pos = |v: i64| u64::try_from(v).unwrap_or(0);
-    s.add("container_spec_cpu_period", &[], if r.cpu_period > 0 { pos(r.cpu_period) } else { 100_000 });
+    s.add(
+        "container_spec_cpu_period",
+        &[],
+        if r.cpu_period > 0 {
+            pos(r.cpu_period)
+        } else {
+            100_000
+        },
+    );
     if r.cpu_quota > 0 {
         s.add("container_spec_cpu_quota", &[], pos(r.cpu_quota));
     }
-    s.add("container_spec_cpu_shares", &[], if r.cpu_shares > 0 { pos(r.cpu_shares) } else { 1024 });
-    s.add("container_spec_memory_limit_bytes", &[], pos(r.memory_limit_in_bytes));
-    s.add("container_spec_memory_swap_limit_bytes", &[], pos(r.memory_swap_limit_in_bytes));
+    s.add(
+        "container_spec_cpu_shares",
+        &[],
+        if r.cpu_shares > 0 {
+            pos(r.cpu_shares)
+        } else {
+            1024
+        },
+    );
+    s.add(
+        "container_spec_memory_limit_bytes",
+        &[],
+        pos(r.memory_limit_in_bytes),
+    );
+    s.add(
+        "container_spec_memory_swap_limit_bytes",
+        &[],
+        pos(r.memory_swap_limit_in_bytes),
+    );
 }
 
 /// Usage and size of the filesystem holding `dir`.
@@ -182,11 +238,19 @@ fn fs_samples(s: &mut Samples, dir: &std::path::Path) {
         Ok(m) => m,
         Err(_) => return,
     });
-    let device = format!("{}:{}", nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    let device = format!(
+        "{}:{}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
     s.add("container_fs_usage_bytes", &[&device], used);
     if let Ok(v) = nix::sys::statvfs::statvfs(dir) {
         let frag = v.fragment_size();
-        s.add("container_fs_limit_bytes", &[&device], v.blocks().saturating_mul(frag));
+        s.add(
+            "container_fs_limit_bytes",
+            &[&device],
+            v.blocks().saturating_mul(frag),
+        );
         s.add("container_fs_inodes_total", &[&device], v.files());
         s.add("container_fs_inodes_free", &[&device], v.files_free());
     }

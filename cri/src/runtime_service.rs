@@ -352,7 +352,9 @@ impl RuntimeService for CriService {
         &self,
         _req: Request<proto::RestorePodRequest>,
     ) -> R<proto::RestorePodResponse> {
-        Err(Status::unimplemented("restoring checkpoints is not supported"))
+        Err(Status::unimplemented(
+            "restoring checkpoints is not supported",
+        ))
     }
 
     async fn update_pod_sandbox_resources(

@@ -56,9 +56,11 @@ mod tests {
     #[tokio::test]
     async fn chunks_keep_every_item_in_order_and_stay_small() {
         let items: Vec<_> = (0..25).map(image).collect();
-        let msgs: Vec<_> = chunked(items.clone(), |images| proto::StreamImagesResponse { images })
-            .collect::<Vec<_>>()
-            .await;
+        let msgs: Vec<_> = chunked(items.clone(), |images| proto::StreamImagesResponse {
+            images,
+        })
+        .collect::<Vec<_>>()
+        .await;
         assert!(msgs.len() >= 3, "{} messages", msgs.len());
         let mut seen = Vec::new();
         for m in msgs {

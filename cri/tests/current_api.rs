@@ -222,8 +222,14 @@ async fn run(pubd: &Published, daemon: &Daemon) {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let started = value("container_start_time_seconds");
-    assert!(started <= now && now - started < 600, "started {started}, now {now}");
-    assert!(value("container_fs_usage_bytes") > 0, "the files written count");
+    assert!(
+        started <= now && now - started < 600,
+        "started {started}, now {now}"
+    );
+    assert!(
+        value("container_fs_usage_bytes") > 0,
+        "the files written count"
+    );
     assert!(value("container_fs_inodes_total") > 0);
     let rx = samples
         .iter()
@@ -298,7 +304,12 @@ async fn run(pubd: &Published, daemon: &Daemon) {
     .into_inner();
     let mut metric_pods = Vec::new();
     while let Some(m) = s.next().await {
-        metric_pods.extend(ok(m).pod_sandbox_metrics.into_iter().map(|p| p.pod_sandbox_id));
+        metric_pods.extend(
+            ok(m)
+                .pod_sandbox_metrics
+                .into_iter()
+                .map(|p| p.pod_sandbox_id),
+        );
     }
     assert_eq!(metric_pods, vec![sb.clone()]);
 
@@ -334,7 +345,10 @@ async fn run(pubd: &Published, daemon: &Daemon) {
             ..Default::default()
         })
         .await;
-    assert_eq!(missing.map(|_| ()).map_err(|e| e.code()), Err(tonic::Code::NotFound));
+    assert_eq!(
+        missing.map(|_| ()).map_err(|e| e.code()),
+        Err(tonic::Code::NotFound)
+    );
 
     // Declined: checkpoints of whole pods.
     let e = rt
@@ -357,10 +371,11 @@ async fn run(pubd: &Published, daemon: &Daemon) {
         .await)
     .into_inner()
     .pod_metrics;
-    assert!(after.iter().all(|p| p.pod_sandbox_id != sb), "a stopped pod has no metrics");
+    assert!(
+        after.iter().all(|p| p.pod_sandbox_id != sb),
+        "a stopped pod has no metrics"
+    );
     ok(rt
-        .remove_pod_sandbox(proto::RemovePodSandboxRequest {
-            pod_sandbox_id: sb,
-        })
+        .remove_pod_sandbox(proto::RemovePodSandboxRequest { pod_sandbox_id: sb })
         .await);
 }

@@ -119,8 +119,14 @@ async fn run(pubd: &Published, daemon: &Daemon) {
     rw.readonly = false;
     for (what, m) in [
         ("writable", rw),
-        ("missing-sub-path", volume("/mnt/vol", &layered, "", "not-there")),
-        ("escaping-sub-path", volume("/mnt/vol", &layered, "", "../..")),
+        (
+            "missing-sub-path",
+            volume("/mnt/vol", &layered, "", "not-there"),
+        ),
+        (
+            "escaping-sub-path",
+            volume("/mnt/vol", &layered, "", "../.."),
+        ),
     ] {
         let e = rt
             .create_container(create(what, vec![m]))
@@ -143,7 +149,12 @@ async fn run(pubd: &Published, daemon: &Daemon) {
         .await)
     .into_inner()
     .container_id;
-    assert_eq!(volume_mounts(daemon).len(), 3, "{:?}", volume_mounts(daemon));
+    assert_eq!(
+        volume_mounts(daemon).len(),
+        3,
+        "{:?}",
+        volume_mounts(daemon)
+    );
 
     // ContainerStatus reports each volume's image and what it resolved to.
     let st = ok(rt
@@ -173,7 +184,13 @@ async fn run(pubd: &Published, daemon: &Daemon) {
         reported,
         vec![
             ("/mnt/vol", layered.clone(), pubd.layered.clone(), "", ""),
-            ("/mnt/sub", layered.clone(), pubd.layered.clone(), "dir/sub", ""),
+            (
+                "/mnt/sub",
+                layered.clone(),
+                pubd.layered.clone(),
+                "dir/sub",
+                ""
+            ),
             ("/mnt/one", single.clone(), pubd.multiarch.clone(), "", ""),
         ]
     );
@@ -204,16 +221,29 @@ async fn run(pubd: &Published, daemon: &Daemon) {
         (0, "second\nkeep\nfresh\nfresh\namd64\nfresh\n"),
     );
     // Read-only: no writes, no new files, whether at the root or below.
-    for target in ["/mnt/vol/new", "/mnt/vol/a/keep", "/mnt/sub/fresh", "/mnt/one/x"] {
+    for target in [
+        "/mnt/vol/new",
+        "/mnt/vol/a/keep",
+        "/mnt/sub/fresh",
+        "/mnt/one/x",
+    ] {
         let (code, out) = exec(&mut rt, &c, &format!("echo x > {target}")).await;
         assert_ne!(code, 0, "writing {target} succeeded: {out}");
         assert!(out.contains("Read-only file system"), "{target}: {out}");
     }
     let (code, out) = exec(&mut rt, &c, "grep ' /mnt/vol ' /proc/mounts").await;
     assert_eq!(code, 0, "{out}");
-    assert!(out.split_whitespace().nth(3).is_some_and(|o| o.split(',').any(|f| f == "ro")), "{out}");
+    assert!(
+        out.split_whitespace()
+            .nth(3)
+            .is_some_and(|o| o.split(',').any(|f| f == "ro")),
+        "{out}"
+    );
     // The container's own root stays writable.
-    assert_eq!(exec(&mut rt, &c, "echo ok > /tmp/f && cat /tmp/f").await, (0, "ok\n".into()));
+    assert_eq!(
+        exec(&mut rt, &c, "echo ok > /tmp/f && cat /tmp/f").await,
+        (0, "ok\n".into())
+    );
 
     // Removal undoes the mounts; so does removing a sandbox with such a
     // container still in it.
