@@ -207,7 +207,7 @@ async fn run(pubd: &Published, daemon: &Daemon) {
         // container, id, image, namespace, pod
         assert_eq!(m.label_values[3], "default", "{m:?}");
         assert_eq!(m.label_values[4], "metrics", "{m:?}");
-        m.value.clone().unwrap_or_default().value
+        m.value.unwrap_or_default().value
     };
     assert_eq!(value("container_spec_memory_limit_bytes"), 64 << 20);
     assert_eq!(value("container_spec_cpu_quota"), 20_000);
