@@ -8,6 +8,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // protocol later read as their defaults from older records.
         .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
         .message_attribute(".", "#[serde(default)]")
+        // Environment values became bytes; records written when they
+        // were strings must still read.
+        .field_attribute(
+            ".runtime.v1.KeyValue.value",
+            "#[serde(with = \"crate::records::env_value\")]",
+        )
         .compile_protos(&["proto/runtime.proto"], &["proto"])?;
     Ok(())
 }
