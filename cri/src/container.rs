@@ -9,6 +9,7 @@ use std::time::Duration;
 use podctl_runtime::{ContainerState, ContainerStatus};
 
 use crate::error::{CriError, Result};
+use crate::image_volume;
 use crate::proto;
 use crate::records::ContainerRecord;
 use crate::sandbox::{labels_match, resolve};
@@ -99,14 +100,43 @@ impl CriService {
             ("", p) => p.to_string(),
             (d, p) => Path::new(d).join(p).display().to_string(),
         };
-        let mut rc = runtime_container(&config, &sandbox_config, &img, lower, &log_path)?;
+        // Image volumes become read-only host mounts in the config the
+        // runtime gets; the record keeps the request as it came.
+        let mut run_cfg = config.clone();
+        let (mounts, root, cname) = (
+            std::mem::take(&mut run_cfg.mounts),
+            self.config().root.clone(),
+            meta.name.clone(),
+        );
+        let (mounts, image_volumes) = self
+            .blocking(move |i| {
+                let mut mounts = mounts;
+                let vols = image_volume::prepare(&i.store, &root, &cname, &mut mounts)?;
+                Ok((mounts, vols))
+            })
+            .await?;
+        run_cfg.mounts = mounts;
+        let mut rc = match runtime_container(&run_cfg, &sandbox_config, &img, lower, &log_path) {
+            Ok(rc) => rc,
+            Err(e) => {
+                image_volume::release(&image_volumes);
+                return Err(e);
+            }
+        };
         if self.config().pids_limit > 0 {
             rc.resources.pids_limit = Some(self.config().pids_limit);
         }
         let sid = sandbox_id.clone();
-        let id = self
+        let id = match self
             .blocking(move |i| Ok(i.runtime.create_container(&sid, rc)?))
-            .await?;
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                image_volume::release(&image_volumes);
+                return Err(e);
+            }
+        };
         let image_ref = img
             .repo_digests
             .first()
@@ -120,12 +150,14 @@ impl CriService {
             image_id: img.id.to_string(),
             image_ref,
             log_path,
+            image_volumes,
         };
         if let Err(e) = self.inner.records.put_container(&rec) {
             let cid = id.clone();
             let _ = self
                 .blocking(move |i| Ok(i.runtime.remove_container(&cid)?))
                 .await;
+            image_volume::release(&rec.image_volumes);
             return Err(e);
         }
         self.emit(event(
@@ -196,15 +228,17 @@ impl CriService {
             Err(CriError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let sb = self
-            .inner
-            .records
-            .container(&id)
-            .map(|r| r.sandbox_id)
+        let rec = self.inner.records.container(&id).ok();
+        let sb = rec
+            .as_ref()
+            .map(|r| r.sandbox_id.clone())
             .unwrap_or_default();
         let cid = id.clone();
         self.blocking(move |i| Ok(i.runtime.remove_container(&cid)?))
             .await?;
+        if let Some(r) = &rec {
+            image_volume::release(&r.image_volumes);
+        }
         self.inner.records.remove_container(&id)?;
         self.emit(event(
             proto::ContainerEventType::ContainerDeletedEvent,
@@ -361,6 +395,7 @@ pub(crate) fn status_of(rec: &ContainerRecord, st: &ContainerStatus) -> proto::C
         ContainerState::Exited => proto::ContainerState::ContainerExited,
         ContainerState::Unknown => proto::ContainerState::ContainerUnknown,
     };
+    let mut vols = rec.image_volumes.iter();
     let mounts = c
         .mounts
         .iter()
@@ -371,11 +406,20 @@ pub(crate) fn status_of(rec: &ContainerRecord, st: &ContainerStatus) -> proto::C
             selinux_relabel: m.selinux_relabel,
             propagation: m.propagation,
             recursive_read_only: m.recursive_read_only,
+            image: m.image.as_ref().map(|spec| proto::ImageSpec {
+                image: spec.image.clone(),
+                user_specified_image: spec.user_specified_image.clone(),
+                runtime_handler: spec.runtime_handler.clone(),
+                image_ref: vols.next().map(|v| v.image_id.clone()).unwrap_or_default(),
+                ..Default::default()
+            }),
+            image_sub_path: m.image_sub_path.clone(),
             ..Default::default()
         })
         .collect();
     let mut image = c.image.clone().unwrap_or_default();
     image.annotations.clear();
+    image.image_ref = rec.image_id.clone();
     proto::ContainerStatus {
         id: rec.id.clone(),
         metadata: c.metadata.clone(),
@@ -398,5 +442,6 @@ pub(crate) fn status_of(rec: &ContainerRecord, st: &ContainerStatus) -> proto::C
         }),
         image_id: rec.image_id.clone(),
         user: None,
+        stop_signal: c.stop_signal,
     }
 }

@@ -33,7 +33,7 @@ pub enum CriError {
     Config { path: PathBuf, reason: String },
     #[error("{0}")]
     Unavailable(String),
-    /// A CRI feature podctl does not have (e.g. image volumes).
+    /// A CRI feature podctl does not have.
     #[error("{0}")]
     Unimplemented(String),
     #[error("{0}")]

@@ -5,6 +5,7 @@ use tonic::{Request, Response, Status};
 use crate::proto;
 use crate::proto::image_service_server::ImageService;
 use crate::service::CriService;
+use crate::streams::{chunked, Chunks};
 
 type R<T> = Result<Response<T>, Status>;
 
@@ -16,6 +17,18 @@ impl ImageService for CriService {
     ) -> R<proto::ListImagesResponse> {
         let images = CriService::list_images(self, req.into_inner().filter).await?;
         Ok(Response::new(proto::ListImagesResponse { images }))
+    }
+
+    type StreamImagesStream = Chunks<proto::StreamImagesResponse>;
+
+    async fn stream_images(
+        &self,
+        req: Request<proto::StreamImagesRequest>,
+    ) -> R<Self::StreamImagesStream> {
+        let items = CriService::list_images(self, req.into_inner().filter).await?;
+        Ok(Response::new(chunked(items, |images| {
+            proto::StreamImagesResponse { images }
+        })))
     }
 
     async fn image_status(

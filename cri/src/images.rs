@@ -21,6 +21,7 @@ impl CriService {
             username,
             spec: Some(proto::ImageSpec {
                 image: rec.id.to_string(),
+                image_ref: rec.id.to_string(),
                 ..Default::default()
             }),
             pinned: rec.pinned || rec.repo_tags.contains(&self.config().sandbox_image),

@@ -9,11 +9,14 @@
 //! same traits.
 
 pub mod authority;
+mod cgroup_detail;
 mod config;
 mod container;
 mod error;
 mod image_service;
+mod image_volume;
 mod images;
+mod metrics;
 mod netcheck;
 mod records;
 mod runtime_service;
@@ -24,11 +27,15 @@ mod spec;
 pub mod stats;
 pub mod stream;
 mod stream_backend;
+mod streams;
 mod usage;
 
-/// The CRI v1 protocol (`runtime.v1`), generated at build time from the
-/// `api.proto` that the `k8s-cri` crate ships.
-pub use k8s_cri::v1 as proto;
+/// The CRI v1 protocol (`runtime.v1`): messages, clients and servers
+/// generated at build time from podctl's `proto/runtime.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("runtime.v1");
+}
 
 pub use config::{CniSection, CriConfig};
 pub use error::{CriError, Result};

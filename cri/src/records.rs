@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{CriError, IoContext, Result};
+use crate::image_volume::ImageVolume;
 use crate::proto;
 
 /// A sandbox as CRI created it.
@@ -33,6 +34,9 @@ pub struct ContainerRecord {
     pub log_path: String,
     /// Resources last applied (creation or UpdateContainerResources).
     pub resources: Option<proto::LinuxContainerResources>,
+    /// Images mounted for the config's image volumes, in mount order.
+    #[serde(default)]
+    pub image_volumes: Vec<ImageVolume>,
 }
 
 /// The record directories.
@@ -133,10 +137,66 @@ impl Records {
     }
 }
 
+/// `KeyValue.value` (an environment value, bytes in the protocol) in
+/// records: a JSON string when the bytes are UTF-8, as records written
+/// before the protocol made them bytes hold it, else a list of bytes.
+/// Both forms read back.
+pub(crate) mod env_value {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(v) {
+            Ok(t) => s.serialize_str(t),
+            Err(_) => v.serialize(s),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Text(String),
+        Bytes(Vec<u8>),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        Ok(match Stored::deserialize(d)? {
+            Stored::Text(t) => t.into_bytes(),
+            Stored::Bytes(b) => b,
+        })
+    }
+}
+
 fn kind_name(dir: &str) -> &'static str {
     if dir == "sandboxes" {
         "sandbox"
     } else {
         "container"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::proto;
+
+    #[test]
+    fn env_values_read_from_old_and_new_records() {
+        let old: proto::KeyValue = serde_json::from_str(r#"{"key":"A","value":"h\u00e9"}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(old.value, "hé".as_bytes());
+        let binary = proto::KeyValue {
+            key: "B".into(),
+            value: vec![0xff, 0, b'x'],
+        };
+        let text = serde_json::to_string(&binary).unwrap_or_else(|e| panic!("{e}"));
+        let back: proto::KeyValue = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, binary);
+        let utf8 = serde_json::to_string(&old).unwrap_or_else(|e| panic!("{e}"));
+        assert!(utf8.contains(r#""value":"hé""#), "{utf8}");
+        // A config from before image volumes: the new fields default.
+        let c: proto::ContainerConfig =
+            serde_json::from_str(r#"{"mounts":[{"container_path":"/x","host_path":"/y"}]}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.mounts[0].image_sub_path, "");
+        assert!(c.mounts[0].image.is_none());
     }
 }

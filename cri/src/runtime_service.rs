@@ -11,6 +11,7 @@ use crate::proto;
 use crate::proto::runtime_service_server::RuntimeService;
 use crate::service::CriService;
 use crate::spec::resources_of;
+use crate::streams::{chunked, Chunks};
 
 type R<T> = Result<Response<T>, Status>;
 
@@ -265,7 +266,7 @@ impl RuntimeService for CriService {
         _req: Request<proto::ListMetricDescriptorsRequest>,
     ) -> R<proto::ListMetricDescriptorsResponse> {
         Ok(Response::new(proto::ListMetricDescriptorsResponse {
-            descriptors: vec![],
+            descriptors: crate::metrics::descriptors(),
         }))
     }
 
@@ -274,8 +275,96 @@ impl RuntimeService for CriService {
         _req: Request<proto::ListPodSandboxMetricsRequest>,
     ) -> R<proto::ListPodSandboxMetricsResponse> {
         Ok(Response::new(proto::ListPodSandboxMetricsResponse {
-            pod_metrics: vec![],
+            pod_metrics: self.pod_sandbox_metrics().await?,
         }))
+    }
+
+    type StreamPodSandboxMetricsStream = Chunks<proto::StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _req: Request<proto::StreamPodSandboxMetricsRequest>,
+    ) -> R<Self::StreamPodSandboxMetricsStream> {
+        let items = self.pod_sandbox_metrics().await?;
+        Ok(Response::new(chunked(items, |pod_sandbox_metrics| {
+            proto::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            }
+        })))
+    }
+
+    type StreamPodSandboxesStream = Chunks<proto::StreamPodSandboxesResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        req: Request<proto::StreamPodSandboxesRequest>,
+    ) -> R<Self::StreamPodSandboxesStream> {
+        let items = self.list_sandboxes(req.into_inner().filter).await?;
+        Ok(Response::new(chunked(items, |pod_sandboxes| {
+            proto::StreamPodSandboxesResponse { pod_sandboxes }
+        })))
+    }
+
+    type StreamContainersStream = Chunks<proto::StreamContainersResponse>;
+
+    async fn stream_containers(
+        &self,
+        req: Request<proto::StreamContainersRequest>,
+    ) -> R<Self::StreamContainersStream> {
+        let items = CriService::list_containers(self, req.into_inner().filter).await?;
+        Ok(Response::new(chunked(items, |containers| {
+            proto::StreamContainersResponse { containers }
+        })))
+    }
+
+    type StreamContainerStatsStream = Chunks<proto::StreamContainerStatsResponse>;
+
+    async fn stream_container_stats(
+        &self,
+        req: Request<proto::StreamContainerStatsRequest>,
+    ) -> R<Self::StreamContainerStatsStream> {
+        let items = CriService::list_container_stats(self, req.into_inner().filter).await?;
+        Ok(Response::new(chunked(items, |container_stats| {
+            proto::StreamContainerStatsResponse { container_stats }
+        })))
+    }
+
+    type StreamPodSandboxStatsStream = Chunks<proto::StreamPodSandboxStatsResponse>;
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        req: Request<proto::StreamPodSandboxStatsRequest>,
+    ) -> R<Self::StreamPodSandboxStatsStream> {
+        let items = CriService::list_pod_sandbox_stats(self, req.into_inner().filter).await?;
+        Ok(Response::new(chunked(items, |pod_sandbox_stats| {
+            proto::StreamPodSandboxStatsResponse { pod_sandbox_stats }
+        })))
+    }
+
+    async fn checkpoint_pod(
+        &self,
+        _req: Request<proto::CheckpointPodRequest>,
+    ) -> R<proto::CheckpointPodResponse> {
+        Err(Status::unimplemented("checkpointing is not supported"))
+    }
+
+    async fn restore_pod(
+        &self,
+        _req: Request<proto::RestorePodRequest>,
+    ) -> R<proto::RestorePodResponse> {
+        Err(Status::unimplemented(
+            "restoring checkpoints is not supported",
+        ))
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        req: Request<proto::UpdatePodSandboxResourcesRequest>,
+    ) -> R<proto::UpdatePodSandboxResourcesResponse> {
+        let r = req.into_inner();
+        self.update_sandbox_resources(&r.pod_sandbox_id, r.overhead, r.resources)
+            .await?;
+        Ok(Response::new(proto::UpdatePodSandboxResourcesResponse {}))
     }
 
     async fn runtime_config(
@@ -369,6 +458,8 @@ impl CriService {
                 .collect(),
             features: Some(proto::RuntimeFeatures {
                 supplemental_groups_policy: true,
+                user_namespaces_host_network: false,
+                mount_options: false,
             }),
         }
     }

@@ -99,6 +99,37 @@ impl CriService {
         Ok(sb.id)
     }
 
+    /// UpdatePodSandboxResources: remember the pod's new resources and
+    /// overhead in its config and, when podctl made the pod's cgroup (no
+    /// cgroup parent in the request), apply their sum to it. With a cgroup
+    /// parent the caller has already resized the pod's cgroup.
+    pub(crate) async fn update_sandbox_resources(
+        &self,
+        id: &str,
+        overhead: Option<proto::LinuxContainerResources>,
+        resources: Option<proto::LinuxContainerResources>,
+    ) -> Result<()> {
+        let id = self.sandbox_id(id)?;
+        let lock = self.name_lock(&format!("sandbox-resources/{id}"));
+        let _held = lock.lock().await;
+        let mut rec = self.inner.records.sandbox(&id)?;
+        let linux = rec.config.linux.get_or_insert_with(Default::default);
+        if linux.cgroup_parent.is_empty() {
+            if let Some(total) = pod_total(resources.as_ref(), overhead.as_ref()) {
+                let sid = id.clone();
+                self.blocking(move |i| Ok(i.runtime.update_sandbox_resources(&sid, &total)?))
+                    .await?;
+            }
+        }
+        if resources.is_some() {
+            linux.resources = resources;
+        }
+        if overhead.is_some() {
+            linux.overhead = overhead;
+        }
+        self.inner.records.put_sandbox(&rec)
+    }
+
     /// Resolve a full ID or a unique prefix of a sandbox ID.
     pub(crate) fn sandbox_id(&self, id: &str) -> Result<String> {
         resolve(
@@ -294,6 +325,26 @@ fn status_of(rec: &SandboxRecord, st: &SandboxStatus) -> proto::PodSandboxStatus
 }
 
 /// The runtime's sandbox configuration from a CRI one.
+/// The limits of a pod: its containers' sum plus the sandbox overhead.
+fn pod_total(
+    resources: Option<&proto::LinuxContainerResources>,
+    overhead: Option<&proto::LinuxContainerResources>,
+) -> Option<podctl_runtime::Resources> {
+    let r = crate::spec::resources_of(resources?);
+    let Some(o) = overhead.map(crate::spec::resources_of) else {
+        return Some(r);
+    };
+    let add = |a: Option<i64>, b: Option<i64>| a.map(|a| a.saturating_add(b.unwrap_or(0)));
+    Some(podctl_runtime::Resources {
+        memory_limit: add(r.memory_limit, o.memory_limit),
+        cpu_shares: r
+            .cpu_shares
+            .map(|s| s.saturating_add(o.cpu_shares.unwrap_or(0))),
+        cpu_quota: add(r.cpu_quota, o.cpu_quota),
+        ..r
+    })
+}
+
 fn runtime_config(c: &proto::PodSandboxConfig) -> Result<SandboxConfig> {
     let meta = c.metadata.clone().unwrap_or_default();
     let sc = c.linux.as_ref().and_then(|l| l.security_context.as_ref());

@@ -47,7 +47,9 @@ pub(crate) fn runtime_container(
             ));
         }
         env.retain(|e| e.split('=').next() != Some(kv.key.as_str()));
-        env.push(format!("{}={}", kv.key, kv.value));
+        // The OCI spec holds environment variables as strings; bytes that
+        // are not UTF-8 become U+FFFD.
+        env.push(format!("{}={}", kv.key, String::from_utf8_lossy(&kv.value)));
     }
     let lin = c.linux.as_ref();
     let sc = lin.and_then(|l| l.security_context.as_ref());
@@ -61,8 +63,9 @@ pub(crate) fn runtime_container(
             ));
         }
         if m.image.is_some() {
-            return Err(CriError::Unimplemented(format!(
-                "container {name} mount {}: image volumes are not supported",
+            // crate::image_volume::prepare turns these into host mounts.
+            return Err(CriError::Internal(format!(
+                "container {name} mount {}: image volume not prepared",
                 m.container_path
             )));
         }

@@ -21,11 +21,11 @@ pub struct CgroupSample {
     pub processes: u64,
 }
 
-fn read_u64(p: &Path) -> Option<u64> {
+pub(crate) fn read_u64(p: &Path) -> Option<u64> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
-fn keyed(p: &Path) -> HashMap<String, u64> {
+pub(crate) fn keyed(p: &Path) -> HashMap<String, u64> {
     std::fs::read_to_string(p)
         .unwrap_or_default()
         .lines()
@@ -37,7 +37,7 @@ fn keyed(p: &Path) -> HashMap<String, u64> {
 }
 
 /// Controller name → cgroup path of `pid` (`""` holds the v2 path).
-fn cgroups_of(pid: i32) -> HashMap<String, String> {
+pub(crate) fn cgroups_of(pid: i32) -> HashMap<String, String> {
     let mut out = HashMap::new();
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     for l in text.lines() {

@@ -42,6 +42,7 @@ impl CriService {
             timestamp: now,
             usage_core_nano_seconds: u(s.cpu_ns),
             usage_nano_cores: u(self.nano_cores(key, now, s.cpu_ns)),
+            psi: None,
         };
         let mem = proto::MemoryUsage {
             timestamp: now,
@@ -54,6 +55,7 @@ impl CriService {
             rss_bytes: u(s.rss),
             page_faults: u(s.page_faults),
             major_page_faults: u(s.major_page_faults),
+            psi: None,
         };
         (cpu, mem)
     }
@@ -86,6 +88,7 @@ impl CriService {
                 inodes_used: u(inodes),
             }),
             swap: None,
+            io: None,
         };
         (st, sample)
     }
@@ -199,6 +202,7 @@ impl CriService {
                     process_count: u(total.processes),
                 }),
                 containers: cstats,
+                io: None,
             }),
             windows: None,
         })

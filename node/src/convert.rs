@@ -182,7 +182,7 @@ pub fn container_config(c: &Container, image: &str) -> Result<proto::ContainerCo
         }
         envs.push(proto::KeyValue {
             key: e.name.clone(),
-            value: e.value.clone().unwrap_or_default(),
+            value: e.value.clone().unwrap_or_default().into_bytes(),
         });
     }
     let sc = c.security_context.as_ref();

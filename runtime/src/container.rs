@@ -538,7 +538,8 @@ pub(crate) fn read_meta<T: serde::de::DeserializeOwned>(
         .map_err(|e| corrupt(id.into(), format!("corrupt {}: {e}", path.display())))
 }
 
-pub(crate) fn new_id() -> Result<String> {
+/// A fresh random object ID (64 hex digits).
+pub fn new_id() -> Result<String> {
     let mut buf = [0u8; 32];
     let p = Path::new("/dev/urandom");
     std::fs::File::open(p)

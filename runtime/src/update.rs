@@ -35,6 +35,13 @@ fn cgroup_paths(pid: i32) -> Vec<(String, String)> {
 }
 
 impl Runtime {
+    /// Apply new pod-level limits to the cgroup podctl made for a sandbox
+    /// (one run without a cgroup parent of the caller's).
+    pub fn update_sandbox_resources(&self, id: &str, r: &Resources) -> Result<()> {
+        self.sandbox_status(id)?;
+        crate::cgroup::set_pod_limits(&self.cfg, id, r)
+    }
+
     /// Apply new limits to a created or running container.
     pub fn update_resources(&self, id: &str, r: &Resources) -> Result<()> {
         let st = self.container_status(id)?;

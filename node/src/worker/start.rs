@@ -546,7 +546,7 @@ impl<C: Cri> PodWorker<C> {
             .iter()
             .map(|(k, v)| proto::KeyValue {
                 key: k.clone(),
-                value: v.clone(),
+                value: v.clone().into_bytes(),
             })
             .collect();
         cfg.command = cfg
