@@ -247,8 +247,10 @@ pub fn default_profile(caps: &[String]) -> Value {
 /// comparison the other way round from the runtime spec (and runc): it
 /// takes `valueTwo` as the mask and `value` as the expected result. The
 /// two are swapped in every `SCMP_CMP_MASKED_EQ` argument so that a
-/// profile means what the spec says (without this, `clone` with the
-/// namespace mask above would be refused for every flag set).
+/// profile means what the spec says. Without this the `clone` rule above
+/// would let every flag through (libseccomp masks the expected value with
+/// the mask, 0 here): the seccomp integration test sees
+/// `clone(CLONE_NEWUSER)` succeed.
 pub fn for_libcontainer(profile: &mut Value) {
     let Some(rules) = profile.get_mut("syscalls").and_then(Value::as_array_mut) else {
         return;
