@@ -51,7 +51,8 @@
 //! the default mounts (`/proc`, `/dev` tmpfs, `/dev/pts`, `/dev/shm`,
 //! `/dev/mqueue`, read-only `/sys`), the pod's `/etc` files and volumes;
 //! runtime-default capabilities, `no_new_privs`, masked and read-only
-//! paths, a default deny-list seccomp profile (see module `seccomp`),
+//! paths, the default allow-list seccomp profile (containerd's; see module
+//! `seccomp`),
 //! rlimits, read-only rootfs, sysctls, privileged mode; cgroup limits (CPU
 //! shares/quota/period, memory, pids) at `<parent>/<pod>/<container>`
 //! (cgroupfs driver) or a systemd scope. Inside a pod the container joins
@@ -79,8 +80,8 @@
 //!
 //! # Not (yet) done
 //!
-//! TTY containers, attach/port-forward and a control socket; a full
-//! allow-list seccomp profile; AppArmor/SELinux; user namespaces.
+//! TTY containers, attach/port-forward and a control socket;
+//! AppArmor/SELinux; user namespaces.
 
 mod cgroup;
 pub mod cni;

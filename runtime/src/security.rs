@@ -14,7 +14,8 @@ use crate::error::{Result, RuntimeError};
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
 pub enum Seccomp {
-    /// podctl's default profile (a deny-list, see module `seccomp`).
+    /// podctl's default profile (containerd's allow-list, see module
+    /// `seccomp`), widened by the container's capabilities.
     #[default]
     RuntimeDefault,
     /// No filter.
@@ -155,11 +156,13 @@ pub fn capabilities(base: &[&str], all: &[&str], add: &[String], drop: &[String]
     caps
 }
 
-/// The seccomp section for the spec, `None` for no filter.
-pub fn seccomp_section(id: &str, s: &Seccomp) -> Result<Option<Value>> {
-    match s {
-        Seccomp::RuntimeDefault => Ok(Some(crate::seccomp::default_profile())),
-        Seccomp::Unconfined => Ok(None),
+/// The seccomp section for the spec of a container holding `caps`, `None`
+/// for no filter. A `Localhost` profile that is missing or not a valid OCI
+/// seccomp section is an error naming the file.
+pub fn seccomp_section(id: &str, s: &Seccomp, caps: &[String]) -> Result<Option<Value>> {
+    let mut v = match s {
+        Seccomp::RuntimeDefault => crate::seccomp::default_profile(caps),
+        Seccomp::Unconfined => return Ok(None),
         Seccomp::Localhost(p) => {
             let bad = |reason: String| RuntimeError::Spec {
                 id: id.into(),
@@ -170,9 +173,13 @@ pub fn seccomp_section(id: &str, s: &Seccomp) -> Result<Option<Value>> {
             if v.get("defaultAction").and_then(Value::as_str).is_none() {
                 return Err(bad("no defaultAction".into()));
             }
-            Ok(Some(v))
+            serde_json::from_value::<oci_spec::runtime::LinuxSeccomp>(v.clone())
+                .map_err(|e| bad(format!("not an OCI seccomp profile: {e}")))?;
+            v
         }
-    }
+    };
+    crate::seccomp::for_libcontainer(&mut v);
+    Ok(Some(v))
 }
 
 /// The OOM score to ask for: without CAP_SYS_RESOURCE a score below our

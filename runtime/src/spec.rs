@@ -180,7 +180,7 @@ pub fn build(
         if !sec.readonly_paths.is_empty() {
             linux.insert("readonlyPaths".into(), json!(sec.readonly_paths));
         }
-        if let Some(profile) = security::seccomp_section(id, &sec.seccomp)? {
+        if let Some(profile) = security::seccomp_section(id, &sec.seccomp, &caps)? {
             linux.insert("seccomp".into(), profile);
         }
     }
