@@ -3,7 +3,7 @@
 //! computes them (so the reasons and messages are the ones clients and
 //! the e2e suite read).
 
-use k8s_openapi::api::core::v1::{ContainerStatus, PodCondition, PodSpec};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, PodCondition, PodSpec};
 
 /// A condition's status, reason and message (the type and times are the
 /// caller's).
@@ -15,7 +15,7 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn yes() -> Verdict {
+    pub fn yes() -> Verdict {
         Verdict {
             ok: true,
             reason: None,
@@ -122,17 +122,43 @@ fn names(v: &[String]) -> String {
     format!("[{}]", v.join(" "))
 }
 
-/// `Initialized`: every init container finished (Ready).
-pub fn initialized(spec: &PodSpec, inits: &[ContainerStatus], phase: &str) -> Verdict {
+/// The containers among `specs` with no status and those not ready.
+fn unknown_and_unready(
+    specs: &[Container],
+    statuses: &[ContainerStatus],
+) -> (Vec<String>, Vec<String>) {
     let mut unknown = Vec::new();
     let mut unready = Vec::new();
-    for c in spec.init_containers.iter().flatten() {
-        match find(inits, &c.name) {
+    for c in specs {
+        match find(statuses, &c.name) {
             Some(s) if !s.ready => unready.push(c.name.clone()),
             Some(_) => {}
             None => unknown.push(c.name.clone()),
         }
     }
+    (unknown, unready)
+}
+
+/// The kubelet's message for containers without status and those not
+/// `word` ("incomplete" for init containers, "unready" for the others).
+fn not_ready_message(unknown: &[String], unready: &[String], word: &str) -> Option<String> {
+    let mut msgs = Vec::new();
+    if !unknown.is_empty() {
+        msgs.push(format!(
+            "containers with unknown status: {}",
+            names(unknown)
+        ));
+    }
+    if !unready.is_empty() {
+        msgs.push(format!("containers with {word} status: {}", names(unready)));
+    }
+    (!msgs.is_empty()).then(|| msgs.join(", "))
+}
+
+/// `Initialized`: every init container finished (Ready).
+pub fn initialized(spec: &PodSpec, inits: &[ContainerStatus], phase: &str) -> Verdict {
+    let specs = spec.init_containers.as_deref().unwrap_or_default();
+    let (unknown, unready) = unknown_and_unready(specs, inits);
     if phase == "Succeeded" && unknown.is_empty() {
         return Verdict {
             ok: true,
@@ -140,57 +166,21 @@ pub fn initialized(spec: &PodSpec, inits: &[ContainerStatus], phase: &str) -> Ve
             message: None,
         };
     }
-    let mut msgs = Vec::new();
-    if !unknown.is_empty() {
-        msgs.push(format!(
-            "containers with unknown status: {}",
-            names(&unknown)
-        ));
-    }
-    if !unready.is_empty() {
-        msgs.push(format!(
-            "containers with incomplete status: {}",
-            names(&unready)
-        ));
-    }
-    if msgs.is_empty() {
-        Verdict::yes()
-    } else {
-        Verdict::no("ContainersNotInitialized", Some(msgs.join(", ")))
+    match not_ready_message(&unknown, &unready, "incomplete") {
+        None => Verdict::yes(),
+        Some(m) => Verdict::no("ContainersNotInitialized", Some(m)),
     }
 }
 
 /// `ContainersReady`: every app container Ready.
 pub fn containers_ready(spec: &PodSpec, apps: &[ContainerStatus], phase: &str) -> Verdict {
-    let mut unknown = Vec::new();
-    let mut unready = Vec::new();
-    for c in &spec.containers {
-        match find(apps, &c.name) {
-            Some(s) if !s.ready => unready.push(c.name.clone()),
-            Some(_) => {}
-            None => unknown.push(c.name.clone()),
-        }
-    }
+    let (unknown, unready) = unknown_and_unready(&spec.containers, apps);
     if phase == "Succeeded" && unknown.is_empty() {
         return Verdict::no("PodCompleted", None);
     }
-    let mut msgs = Vec::new();
-    if !unknown.is_empty() {
-        msgs.push(format!(
-            "containers with unknown status: {}",
-            names(&unknown)
-        ));
-    }
-    if !unready.is_empty() {
-        msgs.push(format!(
-            "containers with unready status: {}",
-            names(&unready)
-        ));
-    }
-    if msgs.is_empty() {
-        Verdict::yes()
-    } else {
-        Verdict::no("ContainersNotReady", Some(msgs.join(", ")))
+    match not_ready_message(&unknown, &unready, "unready") {
+        None => Verdict::yes(),
+        Some(m) => Verdict::no("ContainersNotReady", Some(m)),
     }
 }
 

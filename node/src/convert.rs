@@ -43,7 +43,9 @@ pub fn identity(pod: &Pod) -> Result<(String, String, String)> {
     Ok((name, ns, uid))
 }
 
-/// RunPodSandbox's configuration for `pod`.
+/// RunPodSandbox's configuration for `pod`, but for its hostname and
+/// DNS, which need the node's settings: the pod worker's `name_sandbox`
+/// sets those.
 pub fn sandbox_config(
     pod: &Pod,
     name: &str,
@@ -96,22 +98,6 @@ pub fn sandbox_config(
             });
         }
     }
-    let dns = spec.dns_config.as_ref().map(|d| proto::DnsConfig {
-        servers: d.nameservers.clone().unwrap_or_default(),
-        searches: d.searches.clone().unwrap_or_default(),
-        options: d
-            .options
-            .iter()
-            .flatten()
-            .filter_map(|o| {
-                let n = o.name.clone()?;
-                Some(match &o.value {
-                    Some(v) => format!("{n}:{v}"),
-                    None => n,
-                })
-            })
-            .collect(),
-    });
     let sysctls: HashMap<String, String> = spec
         .security_context
         .as_ref()
@@ -129,9 +115,7 @@ pub fn sandbox_config(
             namespace: ns.into(),
             attempt: 0,
         }),
-        hostname: crate::hosts::truncate_hostname(spec.hostname.as_deref().unwrap_or(name)),
         log_directory: log_dir.display().to_string(),
-        dns_config: dns,
         port_mappings: ports,
         labels: pod
             .metadata

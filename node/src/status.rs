@@ -240,15 +240,7 @@ pub fn pod_status(o: &Observed<'_>) -> PodStatus {
             "ContainersReady",
             conditions::containers_ready(&spec, &apps, &phase),
         ),
-        condition(
-            o.previous,
-            "PodScheduled",
-            conditions::Verdict {
-                ok: true,
-                reason: None,
-                message: None,
-            },
-        ),
+        condition(o.previous, "PodScheduled", conditions::Verdict::yes()),
     ];
     let ips: Vec<PodIP> = o
         .sandbox

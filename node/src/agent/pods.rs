@@ -342,7 +342,7 @@ impl<C: Cri> PodManager<C> {
         self.show(&pod, Some(last.clone()));
         self.patch_status(&pod, &last).await;
         let done = matches!(last.phase.as_deref(), Some("Succeeded" | "Failed"));
-        {
+        let delete = {
             // A pod that finished on its own keeps its (exited) containers
             // and logs until its API object is deleted.
             let mut handles = lock(&self.handles);
@@ -351,12 +351,10 @@ impl<C: Cri> PodManager<C> {
                     h.finished = true;
                     return;
                 }
-                _ => {}
+                Some(h) => h.delete_after,
+                None => false,
             }
-        }
-        let delete = lock(&self.handles)
-            .get(&uid)
-            .is_some_and(|h| h.delete_after);
+        };
         self.finish(&pod, delete).await;
         lock(&self.handles).remove(&uid);
     }
