@@ -239,24 +239,7 @@ fn blkio_v1(dir: &Path) -> Vec<DeviceIo> {
 /// packets, errors, drops, then the same for tx. Loopback only when the
 /// namespace has nothing else.
 pub fn net_counters(pid: i32) -> Vec<(String, [u64; 8])> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
-    let all: Vec<(String, [u64; 8])> = text
-        .lines()
-        .skip(2)
-        .filter_map(|l| {
-            let (name, rest) = l.split_once(':')?;
-            let v: Vec<u64> = rest
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            (v.len() >= 12).then(|| {
-                (
-                    name.trim().to_string(),
-                    [v[0], v[1], v[2], v[3], v[8], v[9], v[10], v[11]],
-                )
-            })
-        })
-        .collect();
+    let all = crate::stats::net_dev_all(pid);
     if all.iter().any(|(n, _)| n != "lo") {
         all.into_iter().filter(|(n, _)| n != "lo").collect()
     } else {

@@ -122,24 +122,36 @@ pub fn sample_pid(pid: i32) -> Option<CgroupSample> {
     })
 }
 
-/// Per-interface (rx bytes, rx errors, tx bytes, tx errors) in the
-/// network namespace of `pid`, loopback excluded.
-pub fn net_dev(pid: i32) -> Vec<(String, [u64; 4])> {
+/// Every interface's counters in the network namespace of `pid`
+/// (`/proc/<pid>/net/dev`): rx bytes, packets, errors, drops, then the
+/// same for tx.
+pub(crate) fn net_dev_all(pid: i32) -> Vec<(String, [u64; 8])> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
     text.lines()
         .skip(2)
         .filter_map(|l| {
             let (name, rest) = l.split_once(':')?;
-            let name = name.trim();
-            if name == "lo" {
-                return None;
-            }
             let v: Vec<u64> = rest
                 .split_whitespace()
                 .filter_map(|x| x.parse().ok())
                 .collect();
-            (v.len() >= 11).then(|| (name.to_string(), [v[0], v[2], v[8], v[10]]))
+            (v.len() >= 12).then(|| {
+                (
+                    name.trim().to_string(),
+                    [v[0], v[1], v[2], v[3], v[8], v[9], v[10], v[11]],
+                )
+            })
         })
+        .collect()
+}
+
+/// Per-interface (rx bytes, rx errors, tx bytes, tx errors) in the
+/// network namespace of `pid`, loopback excluded.
+pub fn net_dev(pid: i32) -> Vec<(String, [u64; 4])> {
+    net_dev_all(pid)
+        .into_iter()
+        .filter(|(name, _)| name != "lo")
+        .map(|(name, v)| (name, [v[0], v[2], v[4], v[6]]))
         .collect()
 }
 
