@@ -7,12 +7,14 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{channel, container_config, ok, sandbox_config, start_daemon, wait_state, Daemon};
+use common::{
+    block_on, channel, container_config, ok, registry_and_daemon, run_container, sandbox_config,
+    Daemon,
+};
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
 use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
-use podctl_tests::fixtures::{publish, Published};
-use podctl_tests::registry::Registry;
+use podctl_tests::fixtures::Published;
 use tokio_stream::StreamExt;
 
 /// The families critest (cri-tools master) requires of a runtime, less
@@ -77,14 +79,8 @@ const MAY_BE_EMPTY: &[&str] = &[
 
 #[test]
 fn metrics_streams_and_pod_resources() {
-    let reg = ok(Registry::start());
-    let pubd = ok(publish(&reg, None));
-    let daemon = start_daemon(&pubd);
-    let rt = ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build());
-    rt.block_on(run(&pubd, &daemon));
+    let (reg, pubd, daemon) = registry_and_daemon();
+    block_on(run(&pubd, &daemon));
     drop(reg);
 }
 
@@ -124,21 +120,7 @@ async fn run(pubd: &Published, daemon: &Daemon) {
         }),
         ..Default::default()
     });
-    let c = ok(rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb.clone(),
-            config: Some(cfg),
-            sandbox_config: Some(pod.clone()),
-        })
-        .await)
-    .into_inner()
-    .container_id;
-    ok(rt
-        .start_container(proto::StartContainerRequest {
-            container_id: c.clone(),
-        })
-        .await);
-    wait_state(&mut rt, &c, proto::ContainerState::ContainerRunning).await;
+    let c = run_container(&mut rt, &sb, &pod, cfg).await;
     let r = ok(rt
         .exec_sync(proto::ExecSyncRequest {
             container_id: c.clone(),

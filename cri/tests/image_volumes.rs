@@ -5,24 +5,20 @@
 
 mod common;
 
-use common::{channel, container_config, ok, sandbox_config, start_daemon, wait_state, Daemon};
+use common::{
+    block_on, channel, container_config, ok, registry_and_daemon, sandbox_config, wait_state,
+    Daemon,
+};
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
 use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
-use podctl_tests::fixtures::{publish, Published};
-use podctl_tests::registry::Registry;
+use podctl_tests::fixtures::Published;
 use tonic::transport::Channel;
 
 #[test]
 fn image_volumes_mount_read_only_and_go_away_with_the_container() {
-    let reg = ok(Registry::start());
-    let pubd = ok(publish(&reg, None));
-    let daemon = start_daemon(&pubd);
-    let rt = ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build());
-    rt.block_on(run(&pubd, &daemon));
+    let (reg, pubd, daemon) = registry_and_daemon();
+    block_on(run(&pubd, &daemon));
     drop(reg);
 }
 

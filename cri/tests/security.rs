@@ -7,12 +7,13 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{channel, container_config, ok, sandbox_config, start_daemon, wait_state, Daemon};
+use common::{
+    block_on, channel, container_config, ok, registry_and_daemon, sandbox_config, wait_state,
+    Daemon,
+};
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
 use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
-use podctl_tests::fixtures::publish;
-use podctl_tests::registry::Registry;
 use tonic::transport::Channel;
 
 const CAP_NET_ADMIN: u32 = 12;
@@ -85,14 +86,8 @@ fn sleeper(name: &str, sc: proto::LinuxContainerSecurityContext) -> proto::Conta
 
 #[test]
 fn security_contexts() {
-    let reg = ok(Registry::start());
-    let pubd = ok(publish(&reg, None));
-    let daemon = start_daemon(&pubd);
-    let rt = ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build());
-    rt.block_on(check(&daemon));
+    let (reg, _pubd, daemon) = registry_and_daemon();
+    block_on(check(&daemon));
     drop(reg);
 }
 

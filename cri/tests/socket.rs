@@ -7,24 +7,18 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    channel, container_config, ok, read_log, sandbox_config, start_daemon, wait_state, Daemon,
+    block_on, channel, container_config, ok, read_log, registry_and_daemon, sandbox_config,
+    wait_state, Daemon,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
 use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
-use podctl_tests::fixtures::{publish, Published};
-use podctl_tests::registry::Registry;
+use podctl_tests::fixtures::Published;
 
 #[test]
 fn every_rpc_over_the_socket() {
-    let reg = ok(Registry::start());
-    let pubd = ok(publish(&reg, None));
-    let daemon = start_daemon(&pubd);
-    let rt = ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build());
-    rt.block_on(every_rpc(&pubd, &daemon));
+    let (reg, pubd, daemon) = registry_and_daemon();
+    block_on(every_rpc(&pubd, &daemon));
     drop(reg);
 }
 

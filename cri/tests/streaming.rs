@@ -8,16 +8,17 @@ mod common;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::{channel, container_config, ok, sandbox_config, start_daemon, wait_state, Daemon};
+use common::{
+    block_on, channel, container_config, ok, registry_and_daemon, run_container, sandbox_config,
+    wait_state, Daemon,
+};
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
 use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
 use podctl_cri::stream::spdy::{Frame, HeaderCodec, Headers};
-use podctl_tests::fixtures::{publish, HTTPD_INDEX};
-use podctl_tests::registry::Registry;
+use podctl_tests::fixtures::HTTPD_INDEX;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tonic::transport::Channel;
 
 /// A byte transport: TCP after an HTTP upgrade, or a WebSocket tunnel.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
@@ -227,39 +228,9 @@ async fn websocket_exec(url: &str) -> std::collections::HashMap<u8, Vec<u8>> {
 
 #[test]
 fn exec_attach_and_port_forward_over_spdy() {
-    let reg = ok(Registry::start());
-    let pubd = ok(publish(&reg, None));
-    let daemon = start_daemon(&pubd);
-    let rt = ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build());
-    rt.block_on(check(&daemon, &pubd.httpd));
+    let (reg, pubd, daemon) = registry_and_daemon();
+    block_on(check(&daemon, &pubd.httpd));
     drop(reg);
-}
-
-async fn run(
-    rt: &mut RuntimeServiceClient<Channel>,
-    sb: &str,
-    sc: &proto::PodSandboxConfig,
-    cfg: proto::ContainerConfig,
-) -> String {
-    let id = ok(rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb.into(),
-            config: Some(cfg),
-            sandbox_config: Some(sc.clone()),
-        })
-        .await)
-    .into_inner()
-    .container_id;
-    ok(rt
-        .start_container(proto::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await);
-    wait_state(rt, &id, proto::ContainerState::ContainerRunning).await;
-    id
 }
 
 async fn check(daemon: &Daemon, httpd: &str) {
@@ -289,7 +260,7 @@ async fn check(daemon: &Daemon, httpd: &str) {
     .pod_sandbox_id;
 
     // Exec: stdout and stderr apart, the exit code in the v4 status.
-    let sleeper = run(
+    let sleeper = run_container(
         &mut rt,
         &sb,
         &sc,
@@ -392,7 +363,7 @@ async fn check(daemon: &Daemon, httpd: &str) {
     shell.command = vec!["sh".into()];
     shell.stdin = true;
     shell.stdin_once = true;
-    let shell = run(&mut rt, &sb, &sc, shell).await;
+    let shell = run_container(&mut rt, &sb, &sc, shell).await;
     let url = ok(rt
         .attach(proto::AttachRequest {
             container_id: shell.clone(),
@@ -424,7 +395,7 @@ async fn check(daemon: &Daemon, httpd: &str) {
     term.command = vec!["sh".into()];
     term.stdin = true;
     term.tty = true;
-    let term = run(&mut rt, &sb, &sc, term).await;
+    let term = run_container(&mut rt, &sb, &sc, term).await;
     let url = ok(rt
         .attach(proto::AttachRequest {
             container_id: term.clone(),
@@ -463,7 +434,7 @@ async fn check(daemon: &Daemon, httpd: &str) {
         "-h".into(),
         "/www".into(),
     ];
-    run(&mut rt, &sb, &sc, web).await;
+    run_container(&mut rt, &sb, &sc, web).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let url = ok(rt
         .port_forward(proto::PortForwardRequest {

@@ -23,7 +23,7 @@ struct Bridge {
 impl Bridge {
     fn new() -> Bridge {
         Bridge {
-            name: format!("podrt{}", std::process::id() % 100_000),
+            name: podctl_tests::unique_name("podrt"),
             subnet: ok(podctl_tests::free_subnet(std::process::id()), "free subnet"),
         }
     }

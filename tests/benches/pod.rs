@@ -36,7 +36,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .block_on(puller.pull(&pubd.busybox, &PullOptions::default()))?;
     let lowers = store.layer_dirs(&rec)?;
 
-    let bridge = format!("podctl-b{}", std::process::id() % 1000);
+    let bridge = podctl_tests::unique_name("podctl-b");
     let conf_dir = podctl_tests::write_bridge_conflist(
         dir.path(),
         "podctl-bench",

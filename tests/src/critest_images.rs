@@ -662,12 +662,16 @@ pub fn build() -> Result<Vec<CritestImage>> {
 /// Push every image of [`build`] to `reg` under its upstream repository
 /// path and tag.
 pub fn publish(reg: &Registry) -> Result<Vec<PublishedRef>> {
-    publish_images(reg, &build()?)
+    publish_images(reg, None, &build()?)
 }
 
-/// Push `images` to `reg`.
-pub fn publish_images(reg: &Registry, images: &[CritestImage]) -> Result<Vec<PublishedRef>> {
-    let mut p = Pusher::new(&reg.url(), None);
+/// Push `images` to `reg` (with `creds` for a registry behind auth).
+pub fn publish_images(
+    reg: &Registry,
+    creds: Option<(&str, &str)>,
+    images: &[CritestImage],
+) -> Result<Vec<PublishedRef>> {
+    let mut p = Pusher::new(&reg.url(), creds);
     let host = reg.host();
     let mut out = Vec::new();
     for img in images {

@@ -38,6 +38,57 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// The binaries a cluster with this agent needs besides etcd.
+    pub fn needs(self) -> Vec<&'static str> {
+        let mut v = vec![
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubectl",
+            "agnhost",
+        ];
+        if self != Agent::Podctl {
+            v.push("kubelet");
+        }
+        v
+    }
+}
+
+/// For a test: a cluster whose node is `agent` (podctl from the
+/// workspace), in a new temporary directory that goes with the [`Env`];
+/// `None`, after saying what is missing, when $E2E_BIN or
+/// $KUBEBUILDER_ASSETS lacks a binary or there is no etcd.
+pub fn start_for_test(agent: Agent) -> Option<Env> {
+    let needs = agent.needs();
+    let Some(bin) = ["E2E_BIN", "KUBEBUILDER_ASSETS"]
+        .iter()
+        .filter_map(std::env::var_os)
+        .map(PathBuf::from)
+        .find(|d| needs.iter().all(|b| d.join(b).is_file()))
+    else {
+        eprintln!(
+            "skipped: needs {} in $E2E_BIN or $KUBEBUILDER_ASSETS (see README)",
+            needs.join(", ")
+        );
+        return None;
+    };
+    if crate::cluster::find("etcd").is_none() && !bin.join("etcd").is_file() {
+        eprintln!("skipped: needs etcd (apt-get install etcd-server)");
+        return None;
+    }
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut env = Env::start(&Options {
+        bin,
+        work: work.path().to_path_buf(),
+        agent,
+        podctl: crate::workspace_bin("podctl"),
+        cluster_dns: "10.96.0.10".into(),
+    });
+    env._work = Some(work);
+    Some(env)
+}
+
 /// What to start.
 pub struct Options {
     /// Directory with the Kubernetes binaries (and agnhost).
@@ -62,7 +113,9 @@ pub struct Env {
     pub cluster: Cluster,
     _cleanup: NodeCleanup,
     _auth: Registry,
-    _open: Registry,
+    open: Registry,
+    /// The work directory when [`start_for_test`] made it: removed last.
+    _work: Option<tempfile::TempDir>,
 }
 
 const AUTH_USER: &str = "e2e-puller";
@@ -73,6 +126,11 @@ fn write(path: &Path, text: &str) {
 }
 
 impl Env {
+    /// The open registry's e2e repository (`host:port/e2e-test-images`).
+    pub fn e2e_registry(&self) -> String {
+        format!("{}/{}", self.open.host(), crate::e2e_images::E2E)
+    }
+
     pub fn start(o: &Options) -> Env {
         std::fs::create_dir_all(&o.work).unwrap_or_else(|e| panic!("{e}"));
         let d = o.work.as_path();
@@ -84,7 +142,7 @@ impl Env {
         let cleanup = NodeCleanup {
             dir: d.to_path_buf(),
             cgroup_parent: format!("/podctl-e2e-{pid}"),
-            bridge: format!("e2ebr{}", pid % 100_000),
+            bridge: crate::unique_name("e2ebr"),
         };
 
         eprintln!("e2e-env: building and publishing the e2e images");
@@ -94,9 +152,10 @@ impl Env {
         let agnhost = o.bin.join("agnhost");
         let images = crate::e2e_images::build(&agnhost.display().to_string())
             .unwrap_or_else(|e| panic!("e2e images: {e}"));
-        crate::e2e_images::publish(&open, None, &images).unwrap_or_else(|e| panic!("{e}"));
+        crate::critest_images::publish_images(&open, None, &images)
+            .unwrap_or_else(|e| panic!("{e}"));
         let private = crate::e2e_images::build_authenticated().unwrap_or_else(|e| panic!("{e}"));
-        crate::e2e_images::publish(&auth, Some((AUTH_USER, AUTH_PASS)), &private)
+        crate::critest_images::publish_images(&auth, Some((AUTH_USER, AUTH_PASS)), &private)
             .unwrap_or_else(|e| panic!("{e}"));
         let repo_list = d.join("repo-list.yaml");
         write(
@@ -156,36 +215,25 @@ impl Env {
                     .args(["--cluster-domain", "cluster.local"]);
                 cluster.procs.spawn("podctl-node", d, &mut cmd);
             }
-            Agent::KubeletOnPodctl => {
+            Agent::KubeletOnPodctl | Agent::KubeletOnContainerd => {
                 make_cgroup_root(&cleanup.cgroup_parent);
-                let config = podctl_config(d, &cleanup.cgroup_parent, &registries, "podctl.sock");
-                let mut cmd = Command::new(&o.podctl);
-                cmd.arg("serve").arg("--config").arg(&config);
-                cluster.procs.spawn("podctl-serve", d, &mut cmd);
-                wait_for(&d.join("podctl.sock"), "podctl's socket");
-                let sock = format!("unix://{}", d.join("podctl.sock").display());
-                let mut cmd = kubelet(
-                    o,
-                    d,
-                    &node,
-                    &node_ip,
-                    port,
-                    &kubeconfig,
-                    &scrt,
-                    &skey,
-                    &ca,
-                    &sock,
-                );
-                cluster.procs.spawn("kubelet", d, &mut cmd);
-            }
-            Agent::KubeletOnContainerd => {
-                make_cgroup_root(&cleanup.cgroup_parent);
-                let config = containerd_config(d, &registries);
-                let mut cmd = Command::new("containerd");
-                cmd.arg("--config").arg(&config);
-                cluster.procs.spawn("containerd", d, &mut cmd);
-                wait_for(&d.join("containerd/containerd.sock"), "containerd's socket");
-                let sock = format!("unix://{}", d.join("containerd/containerd.sock").display());
+                let socket = if o.agent == Agent::KubeletOnPodctl {
+                    let config =
+                        podctl_config(d, &cleanup.cgroup_parent, &registries, "podctl.sock");
+                    let mut cmd = Command::new(&o.podctl);
+                    cmd.arg("serve").arg("--config").arg(&config);
+                    cluster.procs.spawn("podctl-serve", d, &mut cmd);
+                    wait_for(&d.join("podctl.sock"), "podctl's socket");
+                    d.join("podctl.sock")
+                } else {
+                    let config = containerd_config(d, &registries);
+                    let mut cmd = Command::new("containerd");
+                    cmd.arg("--config").arg(&config);
+                    cluster.procs.spawn("containerd", d, &mut cmd);
+                    wait_for(&d.join("containerd/containerd.sock"), "containerd's socket");
+                    d.join("containerd/containerd.sock")
+                };
+                let sock = format!("unix://{}", socket.display());
                 let mut cmd = kubelet(
                     o,
                     d,
@@ -224,7 +272,8 @@ impl Env {
             cluster,
             _cleanup: cleanup,
             _auth: auth,
-            _open: open,
+            open,
+            _work: None,
         }
     }
 

@@ -31,11 +31,9 @@ use serde_json::json;
 
 use crate::critest_images::{
     base_layers, base_libs, docker_image, httpd_command, list, marker, nginx_image, nginx_layer,
-    nnp_command, sh_config, with, Content, CritestImage, PublishedRef, Tree, HTTPD_INDEX,
-    HTTPD_ROOT, NNP_ID, PATH_ENV, PAUSE_SCRIPT,
+    nnp_command, sh_config, with, Content, CritestImage, Tree, HTTPD_INDEX, HTTPD_ROOT, NNP_ID,
+    PATH_ENV, PAUSE_SCRIPT,
 };
-use crate::push::Pusher;
-use crate::registry::Registry;
 use crate::Result;
 
 /// The repository prefix of the promoter's e2e images.
@@ -180,29 +178,6 @@ pub fn build_authenticated() -> Result<Vec<CritestImage>> {
         list(docker_image(base, sh_config(json!({})))),
         "pulled with an image pull secret",
     )])
-}
-
-/// Push `images` to `reg` (with `creds` for a registry behind auth).
-pub fn publish(
-    reg: &Registry,
-    creds: Option<(&str, &str)>,
-    images: &[CritestImage],
-) -> Result<Vec<PublishedRef>> {
-    let mut p = Pusher::new(&reg.url(), creds);
-    let host = reg.host();
-    let mut out = Vec::new();
-    for img in images {
-        let digest = match &img.content {
-            Content::Image(i) => p.image(&img.repository, &img.tag, i)?,
-            Content::List(idx) => p.index(&img.repository, &img.tag, idx)?,
-        };
-        out.push(PublishedRef {
-            reference: img.reference(),
-            local: img.local_reference(&host),
-            digest,
-        });
-    }
-    Ok(out)
 }
 
 /// The `KUBE_TEST_REPO_LIST` file's YAML: the e2e registries on `open`

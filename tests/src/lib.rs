@@ -76,6 +76,34 @@ pub fn workspace_bin(name: &str) -> std::path::PathBuf {
     dir.join(name)
 }
 
+/// `podctl` (the binary `bin`) over private state below `dir`, as a user
+/// types it: images in `dir/var`, state in `dir/run`, CNI configuration in
+/// `dir/cni`, container logs in `dir/logs`.
+pub fn podctl_command(bin: &std::path::Path, dir: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(bin);
+    c.arg("--root")
+        .arg(dir.join("var"))
+        .arg("--state-dir")
+        .arg(dir.join("run"))
+        .arg("--cni-conf-dir")
+        .arg(dir.join("cni"))
+        .arg("--log-root")
+        .arg(dir.join("logs"));
+    c
+}
+
+/// Runs `cmd` to its end: whether it succeeded, its stdout and stderr.
+pub fn output(cmd: &mut std::process::Command) -> (bool, String, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{:?}: {e}", cmd.get_program()));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A CNI bridge network for a test's own daemon or runtime: writes
 /// `<dir>/cni/10-test.conflist` (bridge `bridge`, host-local addresses from
 /// `subnet` kept in `<dir>/ipam`, and the portmap plugin when `portmap`)
@@ -138,12 +166,51 @@ pub fn free_subnet(seed: u32) -> std::io::Result<String> {
         let clash = used
             .iter()
             .any(|(u, mask)| (net & mask) == *u || (u & 0xffff_ff00) == net);
-        if !clash {
+        if !clash && reserve_subnet(net) {
             let ip = std::net::Ipv4Addr::from(net);
             return Ok(format!("{ip}/24"));
         }
     }
     Err(std::io::Error::other("no free /24 in 10.0.0.0/8"))
+}
+
+/// Claims the /24 at `net` for this process, so that two tests (of this
+/// process or of another running at the same time) that ask before either
+/// bridge is up never get the same one: a process-wide set, and a file
+/// `$TMPDIR/podctl-test-subnets/<net>` holding the claimant's PID, which
+/// counts only while that process lives.
+fn reserve_subnet(net: u32) -> bool {
+    static MINE: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+    let mut mine = MINE.lock().unwrap_or_else(|e| e.into_inner());
+    if mine.contains(&net) {
+        return false;
+    }
+    let dir = std::env::temp_dir().join("podctl-test-subnets");
+    let _ = std::fs::create_dir_all(&dir);
+    let file = dir.join(std::net::Ipv4Addr::from(net).to_string());
+    let me = std::process::id().to_string();
+    let claimed = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&file)
+    {
+        Ok(mut f) => std::io::Write::write_all(&mut f, me.as_bytes()).is_ok(),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let holder = std::fs::read_to_string(&file).unwrap_or_default();
+            let alive = holder
+                .trim()
+                .parse::<u32>()
+                .is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+            // A dead claimant's file is taken over.
+            !alive && std::fs::write(&file, &me).is_ok()
+        }
+        // No place to record claims: the process-wide set still holds.
+        Err(_) => true,
+    };
+    if claimed {
+        mine.push(net);
+    }
+    claimed
 }
 
 /// A name no other test run uses at the same time: `prefix` plus this

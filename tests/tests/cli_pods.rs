@@ -16,24 +16,8 @@ struct Env {
 
 impl Env {
     fn podctl(&self, args: &[&str]) -> (bool, String, String) {
-        let d = self.dir.path();
-        let out = Command::new(podctl_tests::workspace_bin("podctl"))
-            .arg("--root")
-            .arg(d.join("var"))
-            .arg("--state-dir")
-            .arg(d.join("run"))
-            .arg("--cni-conf-dir")
-            .arg(d.join("cni"))
-            .arg("--log-root")
-            .arg(d.join("logs"))
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("podctl: {e}"));
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let bin = podctl_tests::workspace_bin("podctl");
+        podctl_tests::output(podctl_tests::podctl_command(&bin, self.dir.path()).args(args))
     }
 }
 
@@ -56,8 +40,7 @@ fn setup() -> (Registry, podctl_tests::fixtures::Published, Env) {
     let reg = Registry::start().unwrap_or_else(|e| panic!("{e}"));
     let pubd = publish(&reg, None).unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let n = std::process::id() % 200 + 20;
-    let bridge = format!("podctl-c{n}");
+    let bridge = podctl_tests::unique_name("podctl-c");
     let subnet = podctl_tests::free_subnet(std::process::id()).unwrap_or_else(|e| panic!("{e}"));
     podctl_tests::write_bridge_conflist(dir.path(), "podctl-cli-test", &bridge, &subnet, false)
         .unwrap_or_else(|e| panic!("{e}"));

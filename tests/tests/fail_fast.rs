@@ -6,12 +6,14 @@
 //! a supervisor left to retry backs off exponentially and shows the
 //! reason in `podctl pods` (REASON) and in `-o yaml`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use podctl_tests::fixtures::{publish, Published};
-use podctl_tests::registry::Registry;
+use common::podenv::setup;
+use podctl_tests::fixtures::Published;
 
 /// Private state directories and a network whose plugin does not exist.
 struct Env {
@@ -38,32 +40,14 @@ impl Env {
     }
 
     fn cmd(&self) -> Command {
-        let d = self.dir.path();
-        let mut c = Command::new(&self.podctl);
+        let mut c = podctl_tests::podctl_command(&self.podctl, self.dir.path());
         c.env("PODCTL_BACKOFF_INITIAL_MS", "400")
-            .env("PODCTL_BACKOFF_MAX_MS", "3200")
-            .arg("--root")
-            .arg(d.join("var"))
-            .arg("--state-dir")
-            .arg(d.join("run"))
-            .arg("--cni-conf-dir")
-            .arg(d.join("cni"))
-            .arg("--log-root")
-            .arg(d.join("logs"));
+            .env("PODCTL_BACKOFF_MAX_MS", "3200");
         c
     }
 
     fn podctl(&self, args: &[&str]) -> (bool, String, String) {
-        let out: Output = self
-            .cmd()
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("podctl: {e}"));
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        podctl_tests::output(self.cmd().args(args))
     }
 
     fn manifest(&self, name: &str, pubd: &Published) -> PathBuf {
@@ -141,12 +125,6 @@ fn leftovers(d: &Path) -> Vec<String> {
         }
     }
     out
-}
-
-fn setup() -> (Registry, Published) {
-    let reg = Registry::start().unwrap_or_else(|e| panic!("{e}"));
-    let pubd = publish(&reg, None).unwrap_or_else(|e| panic!("{e}"));
-    (reg, pubd)
 }
 
 #[test]

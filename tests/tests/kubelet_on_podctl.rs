@@ -7,48 +7,13 @@
 //! kube-controller-manager, kube-scheduler, kubectl, kubelet and agnhost,
 //! plus etcd; see the README for building them by hand.
 
-use std::path::PathBuf;
-
-use podctl_tests::e2e_env::{Agent, Env, Options};
-
-const NEEDED: [&str; 6] = [
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kubectl",
-    "kubelet",
-    "agnhost",
-];
-
-fn bin_dir() -> Option<PathBuf> {
-    ["E2E_BIN", "KUBEBUILDER_ASSETS"]
-        .iter()
-        .filter_map(std::env::var_os)
-        .map(PathBuf::from)
-        .find(|d| NEEDED.iter().all(|b| d.join(b).is_file()))
-}
+use podctl_tests::e2e_env::{start_for_test, Agent};
 
 #[test]
 fn a_stock_kubelet_runs_a_pod_through_podctl_serve() {
-    let Some(bin) = bin_dir() else {
-        eprintln!(
-            "skipped: needs {} in $E2E_BIN or $KUBEBUILDER_ASSETS (see README)",
-            NEEDED.join(", ")
-        );
+    let Some(env) = start_for_test(Agent::KubeletOnPodctl) else {
         return;
     };
-    if podctl_tests::cluster::find("etcd").is_none() && !bin.join("etcd").is_file() {
-        eprintln!("skipped: needs etcd (apt-get install etcd-server)");
-        return;
-    }
-    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let env = Env::start(&Options {
-        bin,
-        work: work.path().to_path_buf(),
-        agent: Agent::KubeletOnPodctl,
-        podctl: podctl_tests::workspace_bin("podctl"),
-        cluster_dns: "10.96.0.10".into(),
-    });
     let c = &env.cluster;
     let node = c.get_json(&["node", &env.node]).unwrap_or_default();
     assert_eq!(
@@ -63,12 +28,7 @@ fn a_stock_kubelet_runs_a_pod_through_podctl_serve() {
         env.node
     );
 
-    let image = std::fs::read_to_string(&env.repo_list)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("promoterE2eRegistry: "))
-        .map(|r| format!("{r}/busybox:1.29-2"))
-        .unwrap_or_default();
+    let image = format!("{}/busybox:1.29-2", env.e2e_registry());
     c.apply(&format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: hello, namespace: default}}\n\
          spec:\n  nodeName: {node}\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {image}\n    \

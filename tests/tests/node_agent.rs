@@ -26,7 +26,7 @@ fn cleanup_for(dir: &Path) -> NodeCleanup {
     NodeCleanup {
         dir: dir.to_path_buf(),
         cgroup_parent: format!("/podctl-node-test-{}", std::process::id()),
-        bridge: format!("podnode{}", std::process::id() % 200 + 20),
+        bridge: podctl_tests::unique_name("podnode"),
     }
 }
 

@@ -8,26 +8,8 @@
 //! kube-controller-manager, kube-scheduler, kubectl and agnhost are found
 //! in `$E2E_BIN` (or `$KUBEBUILDER_ASSETS`), with etcd; see the README.
 
-use std::path::PathBuf;
-
-use podctl_tests::e2e_env::{Agent, Env, Options};
+use podctl_tests::e2e_env::{start_for_test, Agent, Env};
 use serde_json::Value;
-
-const NEEDED: [&str; 5] = [
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kubectl",
-    "agnhost",
-];
-
-fn bin_dir() -> Option<PathBuf> {
-    ["E2E_BIN", "KUBEBUILDER_ASSETS"]
-        .iter()
-        .filter_map(std::env::var_os)
-        .map(PathBuf::from)
-        .find(|d| NEEDED.iter().all(|b| d.join(b).is_file()))
-}
 
 fn pod(env: &Env, name: &str) -> Value {
     env.cluster
@@ -42,32 +24,11 @@ fn wait_pod(env: &Env, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Va
 
 #[test]
 fn the_node_agent_follows_pods_as_the_kubelet_does() {
-    let Some(bin) = bin_dir() else {
-        eprintln!(
-            "skipped: needs {} in $E2E_BIN or $KUBEBUILDER_ASSETS (see README)",
-            NEEDED.join(", ")
-        );
+    let Some(env) = start_for_test(Agent::Podctl) else {
         return;
     };
-    if podctl_tests::cluster::find("etcd").is_none() && !bin.join("etcd").is_file() {
-        eprintln!("skipped: needs etcd (apt-get install etcd-server)");
-        return;
-    }
-    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let env = Env::start(&Options {
-        bin,
-        work: work.path().to_path_buf(),
-        agent: Agent::Podctl,
-        podctl: podctl_tests::workspace_bin("podctl"),
-        cluster_dns: "10.96.0.10".into(),
-    });
     let c = &env.cluster;
-    let reg = std::fs::read_to_string(&env.repo_list)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("promoterE2eRegistry: "))
-        .unwrap_or_default()
-        .to_string();
+    let reg = env.e2e_registry();
     let node = env.node.clone();
     let manifest = |name: &str, extra_spec: &str, image: &str, cmd: &str| {
         format!(

@@ -6,38 +6,13 @@
 
 mod common;
 
-use common::podenv::Env;
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition};
-use podctl_tests::fixtures::{publish, Published};
+use common::podenv::{condition, container, setup, Env};
+use k8s_openapi::api::core::v1::Pod;
+use podctl_tests::fixtures::publish;
 use podctl_tests::registry::Registry;
-
-fn setup() -> (Registry, Published) {
-    let reg = Registry::start().unwrap_or_else(|e| panic!("{e}"));
-    let pubd = publish(&reg, None).unwrap_or_else(|e| panic!("{e}"));
-    (reg, pubd)
-}
 
 fn phase(p: &Pod) -> Option<String> {
     p.status.as_ref()?.phase.clone()
-}
-
-fn status<'a>(p: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
-    let st = p.status.as_ref()?;
-    st.container_statuses
-        .iter()
-        .flatten()
-        .chain(st.init_container_statuses.iter().flatten())
-        .find(|c| c.name == name)
-}
-
-fn condition(p: &Pod, kind: &str) -> Option<PodCondition> {
-    p.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == kind)
-        .cloned()
 }
 
 fn logs(env: &Env, pod: &str, container: &str) -> String {
@@ -139,14 +114,14 @@ spec:
     let p = env.until("inits", 60, |p| {
         (phase(p).as_deref() == Some("Failed")).then(|| p.clone())
     });
-    let init1 = status(&p, "init1").cloned().unwrap_or_default();
+    let init1 = container(&p, "init1").cloned().unwrap_or_default();
     assert!(init1.ready, "a finished init container is Ready: {init1:?}");
-    let init2 = status(&p, "init2").cloned().unwrap_or_default();
+    let init2 = container(&p, "init2").cloned().unwrap_or_default();
     assert!(!init2.ready);
     let t = init2.state.and_then(|s| s.terminated).unwrap_or_default();
     assert_eq!((t.exit_code, t.reason.as_deref()), (7, Some("Error")));
     // The app container never ran.
-    let app = status(&p, "app").cloned().unwrap_or_default();
+    let app = container(&p, "app").cloned().unwrap_or_default();
     let w = app
         .state
         .clone()
@@ -195,7 +170,7 @@ spec:
     );
     // The pod runs (one container up), the other is retried with back-off.
     let p = env.until("noexec", 60, |p| {
-        let bad = status(p, "bad")?;
+        let bad = container(p, "bad")?;
         let last = bad.last_state.as_ref()?.terminated.as_ref()?;
         (bad.restart_count >= 1 && phase(p).as_deref() == Some("Running")).then(|| {
             assert_eq!(
@@ -211,7 +186,7 @@ spec:
             p.clone()
         })
     });
-    let ok = status(&p, "ok").cloned().unwrap_or_default();
+    let ok = container(&p, "ok").cloned().unwrap_or_default();
     assert!(ok.ready, "{ok:?}");
 }
 

@@ -7,35 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::podenv::Env;
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use podctl_tests::fixtures::{publish, Published};
-use podctl_tests::registry::Registry;
-
-fn container<'a>(p: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
-    let st = p.status.as_ref()?;
-    st.container_statuses
-        .iter()
-        .flatten()
-        .chain(st.init_container_statuses.iter().flatten())
-        .find(|c| c.name == name)
-}
-
-fn condition(p: &Pod, kind: &str) -> Option<String> {
-    p.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == kind)
-        .map(|c| c.status.clone())
-}
-
-fn setup() -> (Registry, Published) {
-    let reg = Registry::start().unwrap_or_else(|e| panic!("{e}"));
-    let pubd = publish(&reg, None).unwrap_or_else(|e| panic!("{e}"));
-    (reg, pubd)
-}
+use common::podenv::{condition, container, setup, Env};
+use k8s_openapi::api::core::v1::Pod;
 
 #[test]
 fn crash_loop_backs_off_with_growing_delays() {
@@ -134,7 +107,10 @@ spec:
     );
     // Not ready until the page exists, then ready.
     let p = env.pod("probed");
-    assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
+    assert_eq!(
+        condition(&p, "Ready").map(|c| c.status).as_deref(),
+        Some("False")
+    );
     assert!(!container(&p, "web").is_some_and(|c| c.ready));
     env.until("probed", 30, |p| {
         container(p, "web").filter(|c| c.ready).map(|_| ())
@@ -217,7 +193,10 @@ spec:
         started("helper").is_some() && started("helper") <= started("app"),
         "sidecar after app"
     );
-    assert_eq!(condition(&p, "Initialized").as_deref(), Some("True"));
+    assert_eq!(
+        condition(&p, "Initialized").map(|c| c.status).as_deref(),
+        Some("True")
+    );
     assert_eq!(
         p.status.as_ref().and_then(|s| s.phase.clone()).as_deref(),
         Some("Running")

@@ -53,23 +53,10 @@ fn readme_build_command() -> String {
 }
 
 fn podctl(bin: &Path, dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin.join("podctl"))
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .arg("--root")
-        .arg(dir.join("var"))
-        .arg("--state-dir")
-        .arg(dir.join("run"))
-        .arg("--cni-conf-dir")
-        .arg(dir.join("cni"))
-        .arg("--log-root")
-        .arg(dir.join("logs"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    podctl_tests::output(
+        podctl_tests::podctl_command(&bin.join("podctl"), dir)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .args(args),
     )
 }
 

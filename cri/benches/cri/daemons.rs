@@ -72,7 +72,7 @@ fn wait_socket(socket: &Path, child: &mut Child, log: &Path) -> Result<()> {
 pub fn start_podctl(registry: &str) -> Result<Daemon> {
     let dir = tempfile::tempdir()?;
     let d = dir.path();
-    let bridge = format!("pbench{}", std::process::id() % 1000);
+    let bridge = podctl_tests::unique_name("pbench");
     let cni = conflist(d, &bridge, std::process::id())?;
     let socket = d.join("podctl.sock");
     let config = format!(

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::TokioIo;
 use podctl_cri::proto;
 use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
-use podctl_tests::fixtures::Published;
+use podctl_tests::fixtures::{publish, Published};
+use podctl_tests::registry::Registry;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -45,6 +46,50 @@ impl Drop for Daemon {
             let _ = std::fs::remove_dir(c.path().join("podctl-cri-test"));
         }
     }
+}
+
+/// A registry with the test images and a `podctl serve` mirroring it
+/// (the registry must outlive the daemon's pulls: keep it).
+pub fn registry_and_daemon() -> (Registry, Published, Daemon) {
+    let reg = ok(Registry::start());
+    let pubd = ok(publish(&reg, None));
+    let daemon = start_daemon(&pubd);
+    (reg, pubd, daemon)
+}
+
+/// `f` run to its end on a two-worker tokio runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build())
+    .block_on(f)
+}
+
+/// CreateContainer and StartContainer of `cfg` in sandbox `sb`, waiting
+/// until it runs; its ID.
+pub async fn run_container(
+    rt: &mut RuntimeServiceClient<Channel>,
+    sb: &str,
+    sc: &proto::PodSandboxConfig,
+    cfg: proto::ContainerConfig,
+) -> String {
+    let id = ok(rt
+        .create_container(proto::CreateContainerRequest {
+            pod_sandbox_id: sb.into(),
+            config: Some(cfg),
+            sandbox_config: Some(sc.clone()),
+        })
+        .await)
+    .into_inner()
+    .container_id;
+    ok(rt
+        .start_container(proto::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await);
+    wait_state(rt, &id, proto::ContainerState::ContainerRunning).await;
+    id
 }
 
 pub fn start_daemon(pubd: &Published) -> Daemon {
@@ -93,8 +138,7 @@ pub struct Setup {
 pub fn setup(pubd: &Published, extra: &str) -> Setup {
     let dir = ok(tempfile::tempdir());
     let d = dir.path();
-    let n = std::process::id() % 200 + 20;
-    let bridge = format!("podcri{n}");
+    let bridge = podctl_tests::unique_name("podcri");
     let cidr = ok(podctl_tests::free_subnet(std::process::id()));
     // "a.b.c" of the free a.b.c.0/24, what pod IPs start with.
     let subnet = cidr.trim_end_matches(".0/24").to_string();

@@ -4,7 +4,37 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition};
+use podctl_tests::fixtures::{publish, Published};
+use podctl_tests::registry::Registry;
+
+/// A registry with the test images published to it.
+pub fn setup() -> (Registry, Published) {
+    let reg = Registry::start().unwrap_or_else(|e| panic!("{e}"));
+    let pubd = publish(&reg, None).unwrap_or_else(|e| panic!("{e}"));
+    (reg, pubd)
+}
+
+/// The status of the (init or app) container `name` of `p`.
+pub fn container<'a>(p: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
+    let st = p.status.as_ref()?;
+    st.container_statuses
+        .iter()
+        .flatten()
+        .chain(st.init_container_statuses.iter().flatten())
+        .find(|c| c.name == name)
+}
+
+/// The pod's condition of type `kind`.
+pub fn condition(p: &Pod, kind: &str) -> Option<PodCondition> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+        .cloned()
+}
 
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -14,8 +44,7 @@ pub struct Env {
 impl Env {
     pub fn new(tag: u32) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let n = (std::process::id() * 31 + tag) % 100_000;
-        let bridge = format!("podlc{n}");
+        let bridge = podctl_tests::unique_name("podlc");
         let subnet =
             podctl_tests::free_subnet(std::process::id() + tag).unwrap_or_else(|e| panic!("{e}"));
         podctl_tests::write_bridge_conflist(
@@ -30,25 +59,12 @@ impl Env {
     }
 
     pub fn podctl(&self, args: &[&str]) -> (bool, String, String) {
-        let d = self.dir.path();
-        let out = Command::new(podctl_tests::workspace_bin("podctl"))
-            .env("PODCTL_BACKOFF_INITIAL_MS", "1000")
-            .env("PODCTL_BACKOFF_MAX_MS", "4000")
-            .arg("--root")
-            .arg(d.join("var"))
-            .arg("--state-dir")
-            .arg(d.join("run"))
-            .arg("--cni-conf-dir")
-            .arg(d.join("cni"))
-            .arg("--log-root")
-            .arg(d.join("logs"))
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("podctl: {e}"));
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        let bin = podctl_tests::workspace_bin("podctl");
+        podctl_tests::output(
+            podctl_tests::podctl_command(&bin, self.dir.path())
+                .env("PODCTL_BACKOFF_INITIAL_MS", "1000")
+                .env("PODCTL_BACKOFF_MAX_MS", "4000")
+                .args(args),
         )
     }
 
