@@ -12,6 +12,7 @@
 
 mod hooks;
 mod kill;
+mod message;
 mod names;
 mod sandbox;
 mod start;
@@ -560,12 +561,7 @@ impl<C: Cri> PodWorker<C> {
                         .filter(|c| c.state == st.state && !c.message.is_empty())
                     {
                         Some(old) => st.message = old.message.clone(),
-                        None => {
-                            if let Some(spec) = &spec {
-                                st.message =
-                                    start::termination_message(&self.cfg, &self.uid, spec, &st);
-                            }
-                        }
+                        None => st = message::with_message(&self.cfg, &self.uid, spec.as_ref(), st),
                     }
                 }
                 t.current = Some(st);

@@ -1,5 +1,6 @@
 //! Starting things: the sandbox, a container (image by pull policy,
-//! configuration, termination-message file, postStart hook, probes).
+//! configuration, termination-message file (see `message`), postStart hook,
+//! probes).
 
 use std::time::Instant;
 
@@ -7,48 +8,12 @@ use k8s_openapi::api::core::v1::Container;
 use podctl_cri::proto;
 use tonic::Request;
 
-use super::{PodWorker, WorkerConfig};
+use super::PodWorker;
 use crate::cri::Cri;
 use crate::error::{CriContext, IoContext, NodeError, Result};
 use crate::events::EventType;
 use crate::probe;
 use crate::status;
-
-/// Bytes of a termination message kept (the kubelet's limit).
-const MESSAGE_MAX: usize = 4096;
-/// What `FallbackToLogsOnError` takes of the log (the kubelet's limits).
-const MESSAGE_LOG_LINES: usize = 80;
-const MESSAGE_LOG_BYTES: usize = 2048;
-
-fn message_file(cfg: &WorkerConfig, uid: &str, name: &str, attempt: u32) -> std::path::PathBuf {
-    cfg.pods_root
-        .join(uid)
-        .join("containers")
-        .join(name)
-        .join(format!("{attempt}-termination-log"))
-}
-
-/// The terminated container's message: its termination-message file, or
-/// with `FallbackToLogsOnError` and a failure, the tail of its log.
-pub(super) fn termination_message(
-    cfg: &WorkerConfig,
-    uid: &str,
-    c: &Container,
-    st: &proto::ContainerStatus,
-) -> String {
-    let attempt = st.metadata.as_ref().map(|m| m.attempt).unwrap_or(0);
-    let mut msg = std::fs::read(message_file(cfg, uid, &c.name, attempt)).unwrap_or_default();
-    msg.truncate(MESSAGE_MAX);
-    let msg = String::from_utf8_lossy(&msg).into_owned();
-    if msg.is_empty()
-        && st.exit_code != 0
-        && c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError")
-    {
-        let log = std::fs::read_to_string(&st.log_path).unwrap_or_default();
-        return crate::crilog::tail_message(&log, MESSAGE_LOG_LINES, MESSAGE_LOG_BYTES);
-    }
-    msg
-}
 
 enum Image {
     Ready(String),
@@ -188,14 +153,19 @@ impl<C: Cri> PodWorker<C> {
                 .unwrap_or_default();
             by_name.entry(name).or_default().push((attempt, c.id));
         }
+        let (inits, apps) = self.spec_containers();
         for (name, mut attempts) in by_name {
             attempts.sort();
             let Some((attempt, id)) = attempts.pop() else {
                 continue;
             };
-            let current = crate::cri::container_status(&self.cri, &id).await?;
+            let spec = inits.iter().chain(apps.iter()).find(|c| c.name == name);
+            let observe = |st: Option<proto::ContainerStatus>| {
+                st.map(|st| super::message::with_message(&self.cfg, &self.uid, spec, st))
+            };
+            let current = observe(crate::cri::container_status(&self.cri, &id).await?);
             let previous = match attempts.pop() {
-                Some((_, pid)) => crate::cri::container_status(&self.cri, &pid).await?,
+                Some((_, pid)) => observe(crate::cri::container_status(&self.cri, &pid).await?),
                 None => None,
             };
             let t = self.tracks.entry(name).or_default();
@@ -397,7 +367,9 @@ impl<C: Cri> PodWorker<C> {
         // The new container replaces the current one; one dead container
         // per name is kept (for `logs --previous`).
         let old_previous = t.previous.as_ref().map(|p| p.id.clone());
-        let st = crate::cri::container_status(&self.cri, &id).await?;
+        let st = crate::cri::container_status(&self.cri, &id)
+            .await?
+            .map(|st| super::message::with_message(&self.cfg, &self.uid, Some(c), st));
         let entry = self.tracks.entry(c.name.clone()).or_default();
         if let Some(cur) = entry.current.take() {
             entry.previous = Some(cur);
@@ -570,7 +542,7 @@ impl<C: Cri> PodWorker<C> {
             r.oom_score_adj =
                 crate::resources::oom_score_adj(qos, c, crate::resources::memory_capacity());
         }
-        let file = message_file(&self.cfg, &self.uid, &c.name, attempt);
+        let file = super::message::message_file(&self.cfg, &self.uid, &c.name, attempt);
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir).ctx("create", dir)?;
         }
