@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{docs, images_cmd, info, listing, node_cmd, pods, run as run_cmd, serve, supervise};
+use crate::{
+    docs, images_cmd, info, listing, node_cmd, pods, revive, run as run_cmd, serve, supervise,
+};
 
 /// podctl: run Kubernetes pods with or without a cluster.
 #[derive(Parser, Debug)]
@@ -131,6 +133,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         cni_conf_dir: cli.cni_conf_dir.clone(),
         log_root: cli.log_root.clone(),
     };
+    // Pods that lost their supervisor get a new one (`pods` does it itself,
+    // to show them as Unknown meanwhile).
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Ps(_) | Command::Logs(_) | Command::Exec(_)
+    ) {
+        revive::revive_orphans(&pctx);
+    }
     match cli.command {
         Command::Pull(a) => images_cmd::pull(&ctx, a).await,
         Command::Images(a) => images_cmd::images(&ctx, a),

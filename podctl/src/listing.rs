@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::output::{print_machine, Output};
 use crate::pods::{pods_of, status, PodContext};
+use crate::revive;
 use crate::run::phase;
 use crate::supervise;
 
@@ -30,8 +31,10 @@ pub struct PodsArgs {
     pub output: Output,
 }
 
-/// Pods run by `podctl run` (with their status), by name.
+/// Pods run by `podctl run` (with their status), by name; those that had
+/// lost their supervisor get a new one and show as Unknown this time.
 fn supervised(ctx: &PodContext) -> Vec<Pod> {
+    let revived = revive::revive_orphans(ctx);
     let mut out = Vec::new();
     for e in std::fs::read_dir(supervise::pods_dir(ctx))
         .into_iter()
@@ -39,7 +42,11 @@ fn supervised(ctx: &PodContext) -> Vec<Pod> {
         .flatten()
     {
         if let Some(p) = supervise::read_status(&e.path()) {
-            out.push(p);
+            out.push(if revived.contains(&e.path()) {
+                revive::mark_unknown(p)
+            } else {
+                p
+            });
         }
     }
     out.sort_by_key(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));

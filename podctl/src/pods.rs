@@ -264,6 +264,13 @@ pub async fn stop(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
     for p in &a.pods {
         if !stop_supervised(ctx, p, a.timeout).await? {
             let pod = find(&cri, p).await?;
+            // Stopped for good: no later command revives a supervisor.
+            let (ns, name) = split(p);
+            let dir = supervise::pod_dir(ctx, ns, name);
+            if dir.exists() {
+                let req = supervise::StopFile { grace: a.timeout };
+                supervise::write_atomic(&dir.join("stop.json"), &serde_json::to_vec(&req)?)?;
+            }
             stop_containers(&cri, &pod, a.timeout.unwrap_or(10) as i64).await?;
             cri.stop_pod_sandbox(Request::new(proto::StopPodSandboxRequest {
                 pod_sandbox_id: pod.sandbox.id.clone(),

@@ -10,6 +10,7 @@
 //!     pod.json        the Pod, with the ConfigMaps and Secrets of its manifest
 //!     status.json     the latest Pod (metadata + status), replaced atomically
 //!     supervisor.pid  the supervisor's PID while it runs
+//!     supervisor.lock held (flock) by the running supervisor; see `revive`
 //!     stop.json       a stop request ({"grace": seconds|null}), then SIGTERM
 //!     events.jsonl    events (Pulling, Started, BackOff, Unhealthy, ...)
 //!     supervisor.log  the supervisor's own log
@@ -120,6 +121,24 @@ pub async fn supervise(ctx: &PodContext, dir: PathBuf) -> anyhow::Result<()> {
         .into_iter()
         .for_each(|c| sources.add_config_map(c));
     file.secrets.into_iter().for_each(|s| sources.add_secret(s));
+    // One supervisor per pod: held until this process exits.
+    let lock_path = dir.join(crate::revive::LOCK);
+    let _lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    match _lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            tracing::info!(dir = %dir.display(), "another supervisor runs this pod");
+            return Ok(());
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", lock_path.display()))
+        }
+    }
     std::fs::write(dir.join("supervisor.pid"), std::process::id().to_string())?;
     let cri = ctx.cri()?;
     let cfg = WorkerConfig {
@@ -189,7 +208,11 @@ pub async fn supervise(ctx: &PodContext, dir: PathBuf) -> anyhow::Result<()> {
 pub fn spawn(ctx: &PodContext, dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt as _;
     let exe = std::env::current_exe().context("finding podctl's own path")?;
-    let log = std::fs::File::create(dir.join("supervisor.log"))?;
+    // Appended to: a replaced supervisor's log tells why it went.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("supervisor.log"))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--root")
         .arg(&ctx.images.root)
