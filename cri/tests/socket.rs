@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    block_on, channel, container_config, ok, read_log, registry_and_daemon, sandbox_config,
-    wait_state, Daemon,
+    block_on, channel, container_config, ok, read_log, registry_and_daemon, run_container,
+    sandbox_config, start_daemon_with, wait_state, Daemon,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
@@ -19,6 +19,68 @@ use podctl_tests::fixtures::Published;
 fn every_rpc_over_the_socket() {
     let (reg, pubd, daemon) = registry_and_daemon();
     block_on(every_rpc(&pubd, &daemon));
+    drop(reg);
+}
+
+/// A daemon stopped with SIGTERM removes its socket file and its cgroup
+/// parent once no pod is left in it, in every hierarchy.
+#[test]
+fn a_stopped_daemon_leaves_no_socket_and_no_empty_cgroup_parent() {
+    let reg = ok(podctl_tests::registry::Registry::start());
+    let pubd = ok(podctl_tests::fixtures::publish(&reg, None));
+    let parent = podctl_tests::unique_name("podctl-stop");
+    let daemon = start_daemon_with(&pubd, &format!("/{parent}"));
+    let parents = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|c| c.path().join(&parent))
+            .chain(std::iter::once(
+                std::path::Path::new("/sys/fs/cgroup").join(&parent),
+            ))
+            .filter(|p| p.is_dir())
+            .collect()
+    };
+    block_on(async {
+        let ch = channel(&daemon.socket).await;
+        let mut rt = RuntimeServiceClient::new(ch.clone());
+        ok(ImageServiceClient::new(ch)
+            .pull_image(proto::PullImageRequest {
+                image: Some(proto::ImageSpec {
+                    image: pubd.busybox.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await);
+        let logs = daemon.dir.path().join("stop-logs");
+        ok(std::fs::create_dir_all(&logs));
+        let sc = sandbox_config("stopper", 0, &logs);
+        let sb = ok(rt
+            .run_pod_sandbox(proto::RunPodSandboxRequest {
+                config: Some(sc.clone()),
+                runtime_handler: String::new(),
+            })
+            .await)
+        .into_inner()
+        .pod_sandbox_id;
+        let cfg = container_config("c", &pubd.busybox, "sleep 1000");
+        run_container(&mut rt, &sb, &sc, cfg).await;
+        assert!(!parents().is_empty(), "no cgroup parent {parent} made");
+        ok(rt
+            .stop_pod_sandbox(proto::StopPodSandboxRequest {
+                pod_sandbox_id: sb.clone(),
+            })
+            .await);
+        ok(rt
+            .remove_pod_sandbox(proto::RemovePodSandboxRequest { pod_sandbox_id: sb })
+            .await);
+    });
+    let socket = daemon.socket.clone();
+    drop(daemon);
+    assert!(!socket.exists(), "{} left behind", socket.display());
+    assert_eq!(parents(), Vec::<std::path::PathBuf>::new());
     drop(reg);
 }
 

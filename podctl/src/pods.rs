@@ -317,6 +317,7 @@ pub async fn rm(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
             println!("pod/{name} removed");
         }
     }
+    cri.runtime().remove_cgroup_parent_if_empty();
     Ok(())
 }
 

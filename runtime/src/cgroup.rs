@@ -1,5 +1,5 @@
 //! Cgroup paths of containers and pods, where the kernel counts OOM kills,
-//! and removal of a pod's parent cgroup.
+//! and removal of a pod's cgroup and of the empty configured parent.
 //!
 //! With the cgroupfs driver a pod's container lives at
 //! `<parent>/<sandbox id>/<container id>` (`<parent>/<id>` outside a pod);
@@ -93,13 +93,38 @@ pub fn remove_pod(cfg: &RuntimeConfig, sandbox: &str) {
     if cfg.cgroup_driver != CgroupDriver::Cgroupfs {
         return;
     }
-    let rel = format!("{}/{sandbox}", cfg.cgroup_parent.trim_matches('/'));
+    remove_everywhere(&format!(
+        "{}/{sandbox}",
+        cfg.cgroup_parent.trim_matches('/')
+    ));
+}
+
+/// Remove the configured cgroup parent from every hierarchy where it is
+/// empty (no pod left): what a stopping daemon and `podctl rm` of the last
+/// pod leave behind. A parent still holding pods stays (rmdir refuses).
+pub fn remove_parent_if_empty(cfg: &RuntimeConfig) {
+    let rel = cfg.cgroup_parent.trim_matches('/');
+    if cfg.cgroup_driver != CgroupDriver::Cgroupfs || rel.is_empty() {
+        return;
+    }
+    remove_everywhere(rel);
+}
+
+impl crate::Runtime {
+    /// See [`remove_parent_if_empty`].
+    pub fn remove_cgroup_parent_if_empty(&self) {
+        remove_parent_if_empty(&self.cfg);
+    }
+}
+
+/// rmdir `<hierarchy>/<rel>` in the unified hierarchy and every v1 one.
+fn remove_everywhere(rel: &str) {
     let mut roots = vec![PathBuf::from(ROOT)];
     if let Ok(rd) = std::fs::read_dir(ROOT) {
         roots.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
     }
     for r in roots {
-        let d = r.join(&rel);
+        let d = r.join(rel);
         if d.is_dir() {
             if let Err(e) = std::fs::remove_dir(&d) {
                 tracing::debug!(path = %d.display(), error = %e, "pod cgroup not removed");

@@ -93,13 +93,18 @@ pub async fn run_container(
 }
 
 pub fn start_daemon(pubd: &Published) -> Daemon {
+    start_daemon_with(pubd, "/podctl-cri-test")
+}
+
+/// A `podctl serve` whose pods go under the cgroup parent `parent`.
+pub fn start_daemon_with(pubd: &Published, parent: &str) -> Daemon {
     let Setup {
         dir,
         config,
         socket,
         bridge,
         subnet,
-    } = setup(pubd, "cgroup_parent = \"/podctl-cri-test\"\n");
+    } = setup(pubd, &format!("cgroup_parent = \"{parent}\"\n"));
     let log = ok(std::fs::File::create(dir.path().join("daemon.log")));
     let child = ok(Command::new(podctl_tests::workspace_bin("podctl"))
         .arg("serve")
