@@ -137,6 +137,7 @@ impl CriService {
                 return Err(e);
             }
         };
+        podctl_runtime::failpoint::hit("create_container.runtime_created");
         let image_ref = img
             .repo_digests
             .first()

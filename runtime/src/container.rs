@@ -158,7 +158,7 @@ pub struct Runtime {
     pub(crate) shim: PathBuf,
 }
 
-const META: &str = "meta.json";
+pub(crate) const META: &str = "meta.json";
 
 impl Runtime {
     pub fn new(cfg: RuntimeConfig) -> Result<Self> {
@@ -171,14 +171,16 @@ impl Runtime {
             std::fs::create_dir_all(&d).ctx("create", &d)?;
         }
         let shim = shim::locate_or_name(cfg.shim.as_deref());
-        Ok(Runtime { cfg, shim })
+        let rt = Runtime { cfg, shim };
+        rt.collect_half_created();
+        Ok(rt)
     }
 
     pub(crate) fn dir(&self, id: &str) -> PathBuf {
         self.cfg.state_dir.join("containers").join(id)
     }
 
-    fn data_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn data_dir(&self, id: &str) -> PathBuf {
         self.cfg.root_dir.join("containers").join(id)
     }
 
@@ -279,6 +281,7 @@ impl Runtime {
             &data.join("work"),
             &root,
         )?;
+        crate::failpoint::hit("create_container.rootfs_mounted");
         let who = user::resolve(id, &root, &cfg.user)?;
         let pod_parent = sandbox
             .and_then(|sb| self.sandbox_status(sb).ok())

@@ -88,6 +88,8 @@ pub mod cni;
 mod config;
 mod error;
 mod exec;
+pub mod failpoint;
+mod gc;
 mod launch;
 mod lock;
 mod rootfs;

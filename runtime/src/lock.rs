@@ -30,6 +30,24 @@ pub fn exclusive(dir: &Path, id: &str) -> Result<Lock> {
     Ok(Lock { _file: file })
 }
 
+/// The exclusive lock `<dir>/<id>.lock` if no one holds it now; `None`
+/// if someone does.
+pub fn try_exclusive(dir: &Path, id: &str) -> Result<Option<Lock>> {
+    std::fs::create_dir_all(dir).ctx("create", dir)?;
+    let path = dir.join(format!("{id}.lock"));
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .ctx("open", &path)?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(file) => Ok(Some(Lock { _file: file })),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(std::io::Error::from(e)).ctx("flock", &path),
+    }
+}
+
 /// Remove the lock file of a deleted object (while holding its lock).
 pub fn forget(dir: &Path, id: &str) {
     let _ = std::fs::remove_file(dir.join(format!("{id}.lock")));

@@ -100,16 +100,35 @@ pub fn start_daemon(pubd: &Published) -> Daemon {
 pub fn start_daemon_with(pubd: &Published, parent: &str) -> Daemon {
     let Setup {
         dir,
-        config,
+        config: _,
         socket,
         bridge,
         subnet,
     } = setup(pubd, &format!("cgroup_parent = \"{parent}\"\n"));
-    let log = ok(std::fs::File::create(dir.path().join("daemon.log")));
+    let child = spawn_daemon(dir.path(), &socket, &[]);
+    Daemon {
+        dir,
+        child,
+        socket,
+        bridge,
+        subnet,
+    }
+}
+
+/// `podctl serve --config <dir>/podctl.toml` with `env` added, its log
+/// appended to `<dir>/daemon.log`; returns once it serves on `socket`.
+fn spawn_daemon(dir: &Path, socket: &Path, env: &[(&str, &str)]) -> Child {
+    // A stale socket of a daemon that died must not count as the new one's.
+    let _ = std::fs::remove_file(socket);
+    let log = ok(std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("daemon.log")));
     let child = ok(Command::new(podctl_tests::workspace_bin("podctl"))
         .arg("serve")
         .arg("--config")
-        .arg(&config)
+        .arg(dir.join("podctl.toml"))
+        .envs(env.iter().copied())
         .stderr(log)
         .spawn());
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -120,12 +139,20 @@ pub fn start_daemon_with(pubd: &Published, parent: &str) -> Daemon {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    Daemon {
-        dir,
-        child,
-        socket,
-        bridge,
-        subnet,
+    child
+}
+
+impl Daemon {
+    /// Stop this daemon (SIGTERM, unless it has died already) and start a
+    /// new one over the same directories with `env` added.
+    pub fn respawn(&mut self, env: &[(&str, &str)]) {
+        if ok(self.child.try_wait()).is_none() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+        }
+        let _ = self.child.wait();
+        self.child = spawn_daemon(self.dir.path(), &self.socket, env);
     }
 }
 

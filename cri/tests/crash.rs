@@ -1,0 +1,173 @@
+//! Crash consistency of `podctl serve`: the daemon dies (abort, as a
+//! SIGKILL would stop it) at named crash points of CreateContainer
+//! (`PODCTL_CRASH_AT`, see podctl_runtime::failpoint); a restarted daemon
+//! finds and cleans what the crash left, the pod still works, and once
+//! the pod is removed and the daemon stopped nothing is left: no mount,
+//! no container state, no socket, no cgroup parent.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{
+    channel, container_config, ok, run_container, sandbox_config, start_daemon_with, Daemon,
+};
+use podctl_cri::proto;
+use podctl_cri::proto::image_service_client::ImageServiceClient;
+use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::Channel;
+
+/// Mount points under `dir`.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let want = dir.display().to_string();
+    ok(std::fs::read_to_string("/proc/self/mountinfo"))
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&want))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Container rootfs mounts under the daemon's state directory.
+fn rootfs_mounts(daemon: &Daemon) -> Vec<String> {
+    mounts_under(&daemon.dir.path().join("state/containers"))
+}
+
+/// Entries of the runtime's container state directory.
+fn state_entries(daemon: &Daemon) -> Vec<PathBuf> {
+    std::fs::read_dir(daemon.dir.path().join("state/containers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+/// One tokio runtime for the whole test: a client's connection lives on it
+/// between calls.
+fn tokio() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| ok(tokio::runtime::Runtime::new()))
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio().block_on(f)
+}
+
+/// The daemon's RuntimeService client (a new connection).
+fn runtime(daemon: &Daemon) -> RuntimeServiceClient<Channel> {
+    RuntimeServiceClient::new(block_on(channel(&daemon.socket)))
+}
+
+/// CreateContainer on a daemon set to die at `point`: the call fails and
+/// the daemon is gone.
+fn create_and_die(daemon: &mut Daemon, point: &str, sb: &str, sc: &proto::PodSandboxConfig) {
+    daemon.respawn(&[("PODCTL_CRASH_AT", point)]);
+    let mut rt = runtime(daemon);
+    let cfg = container_config("victim", &daemon_image(daemon), "sleep 1000");
+    let r = block_on(rt.create_container(proto::CreateContainerRequest {
+        pod_sandbox_id: sb.into(),
+        config: Some(cfg),
+        sandbox_config: Some(sc.clone()),
+    }));
+    assert!(r.is_err(), "{point}: CreateContainer answered {r:?}");
+    let st = ok(daemon.child.wait());
+    assert!(!st.success(), "{point}: the daemon did not die ({st})");
+}
+
+/// The busybox image the test pulled (kept in the daemon's directory).
+fn daemon_image(daemon: &Daemon) -> String {
+    ok(std::fs::read_to_string(daemon.dir.path().join("image")))
+}
+
+#[test]
+fn create_container_cut_at_each_crash_point_leaves_nothing() {
+    let reg = ok(podctl_tests::registry::Registry::start());
+    let pubd = ok(podctl_tests::fixtures::publish(&reg, None));
+    let parent = podctl_tests::unique_name("podctl-crash");
+    let mut daemon = start_daemon_with(&pubd, &format!("/{parent}"));
+    ok(std::fs::write(
+        daemon.dir.path().join("image"),
+        &pubd.busybox,
+    ));
+    let logs = daemon.dir.path().join("pod-logs");
+    ok(std::fs::create_dir_all(&logs));
+    let sc = sandbox_config("crashy", 0, &logs);
+    let sb = block_on(async {
+        let ch = channel(&daemon.socket).await;
+        ok(ImageServiceClient::new(ch.clone())
+            .pull_image(proto::PullImageRequest {
+                image: Some(proto::ImageSpec {
+                    image: pubd.busybox.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await);
+        ok(RuntimeServiceClient::new(ch)
+            .run_pod_sandbox(proto::RunPodSandboxRequest {
+                config: Some(sc.clone()),
+                runtime_handler: String::new(),
+            })
+            .await)
+        .into_inner()
+        .pod_sandbox_id
+    });
+
+    // Cut after the rootfs mount: a state directory without meta.json and
+    // a mounted overlay, which a restarted daemon collects at once.
+    create_and_die(&mut daemon, "create_container.rootfs_mounted", &sb, &sc);
+    assert_eq!(rootfs_mounts(&daemon).len(), 1, "the crash left no mount");
+    assert_eq!(state_entries(&daemon).len(), 1);
+    daemon.respawn(&[]);
+    assert_eq!(rootfs_mounts(&daemon), Vec::<String>::new());
+    assert_eq!(state_entries(&daemon), Vec::<PathBuf>::new());
+
+    // Cut after the runtime made the container, before the CRI record: no
+    // client ever sees it; removing the pod removes it.
+    create_and_die(&mut daemon, "create_container.runtime_created", &sb, &sc);
+    daemon.respawn(&[]);
+    let mut rt = runtime(&daemon);
+    let listed = ok(block_on(
+        rt.list_containers(proto::ListContainersRequest::default()),
+    ))
+    .into_inner()
+    .containers;
+    assert!(listed.is_empty(), "{listed:?}");
+    assert_eq!(rootfs_mounts(&daemon).len(), 1);
+
+    // The pod still works after both crashes.
+    let cfg = container_config("after", &pubd.busybox, "sleep 1000");
+    let id = block_on(run_container(&mut rt, &sb, &sc, cfg));
+    let out = ok(block_on(rt.exec_sync(proto::ExecSyncRequest {
+        container_id: id,
+        cmd: vec!["echo".into(), "alive".into()],
+        timeout: 10,
+    })))
+    .into_inner();
+    assert_eq!(out.stdout, b"alive\n");
+
+    ok(block_on(rt.stop_pod_sandbox(
+        proto::StopPodSandboxRequest {
+            pod_sandbox_id: sb.clone(),
+        },
+    )));
+    ok(block_on(rt.remove_pod_sandbox(
+        proto::RemovePodSandboxRequest { pod_sandbox_id: sb },
+    )));
+    assert_eq!(mounts_under(daemon.dir.path()), Vec::<String>::new());
+    assert_eq!(state_entries(&daemon), Vec::<PathBuf>::new());
+    let socket = daemon.socket.clone();
+    drop(daemon);
+    assert!(!socket.exists());
+    let parents: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|c| c.path().join(&parent))
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(parents, Vec::<PathBuf>::new());
+    println!("crash points covered: 2 (create_container.rootfs_mounted, create_container.runtime_created)");
+    drop(reg);
+}

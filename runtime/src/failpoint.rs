@@ -1,0 +1,25 @@
+//! Named crash points for the crash-consistency tests: when the process's
+//! `PODCTL_CRASH_AT` names the point reached, the process aborts there, as
+//! a SIGKILL at that moment would stop it. Unset (always, outside tests),
+//! a point costs one load of a cached flag.
+//!
+//! Points (the step just done when the process dies):
+//! - `create_container.rootfs_mounted`: the runtime mounted the overlay,
+//!   no `meta.json` yet;
+//! - `create_container.runtime_created`: the runtime's container exists,
+//!   the CRI record does not.
+
+use std::sync::OnceLock;
+
+/// The environment variable naming the point to die at.
+pub const ENV: &str = "PODCTL_CRASH_AT";
+
+/// Abort the process if `PODCTL_CRASH_AT` is `point`.
+pub fn hit(point: &str) {
+    static AT: OnceLock<Option<String>> = OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var(ENV).ok().filter(|v| !v.is_empty()));
+    if at.as_deref() == Some(point) {
+        tracing::error!(point, "crash point reached: aborting ({ENV})");
+        std::process::abort();
+    }
+}
