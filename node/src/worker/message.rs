@@ -49,7 +49,9 @@ fn termination_message(
 }
 
 /// `st` with its termination message filled in once it has exited, so no
-/// status of an exited container is published without one.
+/// status of an exited container is published without one. As the
+/// kubelet does, the runtime's own message (a StartError's reason) comes
+/// first and the container's message is appended after `": "`.
 pub(super) fn with_message(
     cfg: &WorkerConfig,
     uid: &str,
@@ -58,7 +60,13 @@ pub(super) fn with_message(
 ) -> proto::ContainerStatus {
     if let Some(spec) = spec {
         if st.state == proto::ContainerState::ContainerExited as i32 {
-            st.message = termination_message(cfg, uid, spec, &st);
+            let own = termination_message(cfg, uid, spec, &st);
+            if !own.is_empty() {
+                if !st.message.is_empty() {
+                    st.message.push_str(": ");
+                }
+                st.message.push_str(&own);
+            }
         }
     }
     st
