@@ -99,21 +99,16 @@ pub fn remove_pod(cfg: &RuntimeConfig, sandbox: &str) {
     ));
 }
 
-/// Remove the configured cgroup parent from every hierarchy where it is
-/// empty (no pod left): what a stopping daemon and `podctl rm` of the last
-/// pod leave behind. A parent still holding pods stays (rmdir refuses).
-pub fn remove_parent_if_empty(cfg: &RuntimeConfig) {
-    let rel = cfg.cgroup_parent.trim_matches('/');
-    if cfg.cgroup_driver != CgroupDriver::Cgroupfs || rel.is_empty() {
-        return;
-    }
-    remove_everywhere(rel);
-}
-
 impl crate::Runtime {
-    /// See [`remove_parent_if_empty`].
+    /// Remove the configured cgroup parent from every hierarchy where it
+    /// is empty (no pod left): what a stopping daemon and `podctl rm` of
+    /// the last pod leave behind. A parent still holding pods stays (rmdir
+    /// refuses).
     pub fn remove_cgroup_parent_if_empty(&self) {
-        remove_parent_if_empty(&self.cfg);
+        let rel = self.cfg.cgroup_parent.trim_matches('/');
+        if self.cfg.cgroup_driver == CgroupDriver::Cgroupfs && !rel.is_empty() {
+            remove_everywhere(rel);
+        }
     }
 }
 

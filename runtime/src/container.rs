@@ -180,7 +180,7 @@ impl Runtime {
         self.cfg.state_dir.join("containers").join(id)
     }
 
-    pub(crate) fn data_dir(&self, id: &str) -> PathBuf {
+    fn data_dir(&self, id: &str) -> PathBuf {
         self.cfg.root_dir.join("containers").join(id)
     }
 
@@ -248,17 +248,7 @@ impl Runtime {
         let res = self.create_files(&id, sandbox, &dir, cfg);
         if let Err(e) = res {
             tracing::warn!(%id, error = %e, "create failed; cleaning up");
-            if self.libcontainer_root().join(&id).exists() {
-                let root = self.libcontainer_root().display().to_string();
-                let args = ["--id", id.as_str(), "--root", &root, "--force"];
-                if let Err(e) = shim::run(&self.shim, &id, "delete", &args) {
-                    tracing::warn!(%id, error = %e, "deleting half-created container");
-                }
-            }
-            let _ = rootfs::unmount(&dir.join("rootfs"));
-            let _ = std::fs::remove_dir_all(&dir);
-            let _ = std::fs::remove_dir_all(self.data_dir(&id));
-            lock::forget(&self.locks(), &id);
+            let _ = self.discard_unfinished(&id);
             return Err(e);
         }
         tracing::info!(%id, ?sandbox, "container created");
@@ -311,6 +301,34 @@ impl Runtime {
         // StartContainer, as containerd's task does: a missing executable
         // then fails the start, not the create.
         Ok(())
+    }
+
+    /// Undo a create that did not finish (the caller holds the container's
+    /// lock): libcontainer's state, the rootfs mount, the state and data
+    /// directories and the lock file. A rootfs that cannot be unmounted
+    /// keeps its directories, for the next collection (`gc`) to retry:
+    /// false then.
+    pub(crate) fn discard_unfinished(&self, id: &str) -> bool {
+        if self.libcontainer_root().join(id).exists() {
+            let root = self.libcontainer_root().display().to_string();
+            let args = ["--id", id, "--root", &root, "--force"];
+            if let Err(e) = shim::run(&self.shim, id, "delete", &args) {
+                tracing::warn!(%id, error = %e, "deleting half-created container");
+            }
+        }
+        if let Err(e) = rootfs::unmount(&self.dir(id).join("rootfs")) {
+            tracing::warn!(%id, error = %e, "rootfs of a half-created container stays mounted");
+            return false;
+        }
+        for d in [self.dir(id), self.data_dir(id)] {
+            if let Err(e) = std::fs::remove_dir_all(&d) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(%id, path = %d.display(), error = %e, "removing");
+                }
+            }
+        }
+        lock::forget(&self.locks(), id);
+        true
     }
 
     /// Start a created container: its monitor and init are made now

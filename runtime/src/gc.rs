@@ -9,12 +9,12 @@
 //! cleaned up): such a directory is skipped, never collected.
 
 use crate::container::Runtime;
-use crate::{lock, rootfs, shim};
+use crate::lock;
 
 impl Runtime {
     /// Remove every half-created container (state directory without
-    /// `meta.json`, lock free): its libcontainer state, rootfs mount,
-    /// state and data directories. Returns how many were removed.
+    /// `meta.json`, lock free) as a failed create removes itself
+    /// (`discard_unfinished`). Returns how many were removed.
     pub fn collect_half_created(&self) -> usize {
         let mut removed = 0;
         let dir = self.cfg.state_dir.join("containers");
@@ -36,27 +36,8 @@ impl Runtime {
                 continue;
             }
             tracing::warn!(%id, "gc: removing a container whose create was cut short");
-            if self.libcontainer_root().join(&id).exists() {
-                let root = self.libcontainer_root().display().to_string();
-                let args = ["--id", id.as_str(), "--root", &root, "--force"];
-                if let Err(e) = shim::run(&self.shim, &id, "delete", &args) {
-                    tracing::warn!(%id, error = %e, "gc: deleting libcontainer state");
-                }
-            }
-            if let Err(e) = rootfs::unmount(&e.path().join("rootfs")) {
-                tracing::warn!(%id, error = %e, "gc: rootfs stays mounted");
-                continue;
-            }
-            for d in [e.path(), self.data_dir(&id)] {
-                if let Err(err) = std::fs::remove_dir_all(&d) {
-                    if err.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(%id, path = %d.display(), error = %err, "gc: removing");
-                    }
-                }
-            }
-            lock::forget(&self.locks(), &id);
+            removed += usize::from(self.discard_unfinished(&id));
             drop(held);
-            removed += 1;
         }
         removed
     }

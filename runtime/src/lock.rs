@@ -3,7 +3,7 @@
 //! same state directory.
 
 use std::fs::{File, OpenOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -16,14 +16,7 @@ pub struct Lock {
 
 /// Take the exclusive lock `<dir>/<id>.lock`, waiting for other holders.
 pub fn exclusive(dir: &Path, id: &str) -> Result<Lock> {
-    std::fs::create_dir_all(dir).ctx("create", dir)?;
-    let path = dir.join(format!("{id}.lock"));
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .ctx("open", &path)?;
+    let (f, path) = open(dir, id)?;
     let file = Flock::lock(f, FlockArg::LockExclusive)
         .map_err(|(_, e)| std::io::Error::from(e))
         .ctx("flock", &path)?;
@@ -33,6 +26,16 @@ pub fn exclusive(dir: &Path, id: &str) -> Result<Lock> {
 /// The exclusive lock `<dir>/<id>.lock` if no one holds it now; `None`
 /// if someone does.
 pub fn try_exclusive(dir: &Path, id: &str) -> Result<Option<Lock>> {
+    let (f, path) = open(dir, id)?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(file) => Ok(Some(Lock { _file: file })),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(std::io::Error::from(e)).ctx("flock", &path),
+    }
+}
+
+/// The lock file `<dir>/<id>.lock`, created if missing, and its path.
+fn open(dir: &Path, id: &str) -> Result<(File, PathBuf)> {
     std::fs::create_dir_all(dir).ctx("create", dir)?;
     let path = dir.join(format!("{id}.lock"));
     let f = OpenOptions::new()
@@ -41,11 +44,7 @@ pub fn try_exclusive(dir: &Path, id: &str) -> Result<Option<Lock>> {
         .write(true)
         .open(&path)
         .ctx("open", &path)?;
-    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-        Ok(file) => Ok(Some(Lock { _file: file })),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, e)) => Err(std::io::Error::from(e)).ctx("flock", &path),
-    }
+    Ok((f, path))
 }
 
 /// Remove the lock file of a deleted object (while holding its lock).
