@@ -1,6 +1,7 @@
 //! Serving the CRI on a unix socket: the socket is created mode 0660,
 //! systemd is told `READY=1` once it accepts connections (when started
-//! with `NOTIFY_SOCKET`), and the server drains when `shutdown` resolves.
+//! with `NOTIFY_SOCKET`), and the server drains when `shutdown` resolves;
+//! a [`SocketFile`] removes the socket when the daemon stops.
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -31,6 +32,36 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     let l = UnixListener::bind(path).ctx("bind", path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).ctx("chmod", path)?;
     Ok(l)
+}
+
+/// The socket file [`bind`] made, removed when this is dropped (the
+/// daemon stops), unless another daemon has bound the path since (then
+/// the file is that one's).
+pub struct SocketFile {
+    path: std::path::PathBuf,
+    inode: Option<u64>,
+}
+
+impl SocketFile {
+    pub fn new(path: &Path) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        SocketFile {
+            path: path.to_path_buf(),
+            inode: std::fs::metadata(path).ok().map(|m| m.ino()),
+        }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt as _;
+        let now = std::fs::metadata(&self.path).ok().map(|m| m.ino());
+        if now.is_some() && now == self.inode {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                tracing::warn!(socket = %self.path.display(), error = %e, "removing the socket");
+            }
+        }
+    }
 }
 
 /// Serve RuntimeService and ImageService on `listener` until `shutdown`.

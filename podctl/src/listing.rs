@@ -34,7 +34,6 @@ pub struct PodsArgs {
 /// Pods run by `podctl run` (with their status), by name; those that had
 /// lost their supervisor get a new one and show as Unknown this time.
 fn supervised(ctx: &PodContext) -> Vec<Pod> {
-    let revived = revive::revive_orphans(ctx);
     let mut out = Vec::new();
     for e in std::fs::read_dir(supervise::pods_dir(ctx))
         .into_iter()
@@ -42,7 +41,7 @@ fn supervised(ctx: &PodContext) -> Vec<Pod> {
         .flatten()
     {
         if let Some(p) = supervise::read_status(&e.path()) {
-            out.push(if revived.contains(&e.path()) {
+            out.push(if revive::revive(ctx, &e.path(), &p) {
                 revive::mark_unknown(p)
             } else {
                 p

@@ -95,7 +95,7 @@ pub async fn node(a: NodeArgs, log_root: PathBuf) -> anyhow::Result<()> {
     let svc = CriService::new(cfg).context("opening the runtime and image store")?;
     crate::stream::start(&svc).await?;
     let listener = server::bind(&socket)?;
-    let _socket = crate::serve::SocketFile::new(&socket);
+    let _socket = server::SocketFile::new(&socket);
     let cri_server = tokio::spawn(server::serve(
         svc.clone(),
         listener,

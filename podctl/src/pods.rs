@@ -227,8 +227,7 @@ async fn stop_supervised(ctx: &PodContext, pod: &str, grace: Option<u64>) -> any
     let Some(pid) = supervise::supervisor_pid(&dir) else {
         return Ok(false);
     };
-    let req = supervise::StopFile { grace };
-    supervise::write_atomic(&dir.join("stop.json"), &serde_json::to_vec(&req)?)?;
+    supervise::request_stop(&dir, grace)?;
     // SAFETY: kill(2) with a PID we just verified is this pod's supervisor.
     if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
         bail!(
@@ -268,8 +267,7 @@ pub async fn stop(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
             let (ns, name) = split(p);
             let dir = supervise::pod_dir(ctx, ns, name);
             if dir.exists() {
-                let req = supervise::StopFile { grace: a.timeout };
-                supervise::write_atomic(&dir.join("stop.json"), &serde_json::to_vec(&req)?)?;
+                supervise::request_stop(&dir, a.timeout)?;
             }
             stop_containers(&cri, &pod, a.timeout.unwrap_or(10) as i64).await?;
             cri.stop_pod_sandbox(Request::new(proto::StopPodSandboxRequest {

@@ -12,7 +12,7 @@
 //! that lock for their whole life, so two commands reviving the same pod
 //! at once start one supervisor: the second exits at once.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -23,57 +23,77 @@ use crate::supervise;
 /// The lock file every supervisor holds while it runs.
 pub const LOCK: &str = "supervisor.lock";
 
+/// The supervisor lock of the pod in `dir`, taken (held while the file
+/// stays open), or `None` when another process holds it.
+pub fn try_hold(dir: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK))?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// Whether some process holds the supervisor lock of the pod in `dir`.
 pub fn supervised(dir: &Path) -> bool {
-    let Ok(f) = std::fs::File::open(dir.join(LOCK)) else {
+    if !dir.join(LOCK).exists() {
         // No lock file: no supervisor of this version ever ran; a PID
         // file of a live one still counts.
         return supervise::supervisor_pid(dir).is_some();
-    };
-    match f.try_lock() {
-        Ok(()) => false,
-        Err(std::fs::TryLockError::WouldBlock) => true,
-        Err(std::fs::TryLockError::Error(e)) => {
+    }
+    match try_hold(dir) {
+        Ok(held) => held.is_none(),
+        Err(e) => {
             tracing::warn!(dir = %dir.display(), error = %e, "checking the supervisor lock");
             supervise::supervisor_pid(dir).is_some()
         }
     }
 }
 
-/// Whether the pod in `dir` is left without a supervisor (see the module
-/// documentation).
-pub fn orphaned(dir: &Path) -> bool {
-    let Some(p) = supervise::read_status(dir) else {
-        return false;
-    };
-    let ph = phase(&p);
-    ph != "Succeeded" && ph != "Failed" && !dir.join("stop.json").exists() && !supervised(dir)
+/// Whether the pod in `dir`, whose last status is `status`, is left
+/// without a supervisor (see the module documentation).
+pub fn orphaned(dir: &Path, status: &Pod) -> bool {
+    let ph = phase(status);
+    ph != "Succeeded" && ph != "Failed" && !dir.join(supervise::STOP).exists() && !supervised(dir)
 }
 
-/// Start a supervisor for every orphaned pod; returns their directories.
-pub fn revive_orphans(ctx: &PodContext) -> Vec<PathBuf> {
-    let mut revived = Vec::new();
+/// If the pod in `dir` (last status `status`) is orphaned, start a
+/// supervisor for it; whether one was started.
+pub fn revive(ctx: &PodContext, dir: &Path, status: &Pod) -> bool {
+    if !orphaned(dir, status) {
+        return false;
+    }
+    let pod = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().replacen('_', "/", 1))
+        .unwrap_or_default();
+    match supervise::spawn(ctx, dir) {
+        Ok(()) => {
+            eprintln!("podctl: pod {pod} had lost its supervisor; started a new one");
+            true
+        }
+        Err(e) => {
+            eprintln!("podctl: pod {pod} has no supervisor, and starting one failed: {e:#}");
+            false
+        }
+    }
+}
+
+/// Start a supervisor for every orphaned pod.
+pub fn revive_orphans(ctx: &PodContext) {
     for e in std::fs::read_dir(supervise::pods_dir(ctx))
         .into_iter()
         .flatten()
         .flatten()
     {
-        let dir = e.path();
-        if !orphaned(&dir) {
-            continue;
-        }
-        let pod = e.file_name().to_string_lossy().replacen('_', "/", 1);
-        match supervise::spawn(ctx, &dir) {
-            Ok(()) => {
-                eprintln!("podctl: pod {pod} had lost its supervisor; started a new one");
-                revived.push(dir);
-            }
-            Err(e) => {
-                eprintln!("podctl: pod {pod} has no supervisor, and starting one failed: {e:#}")
-            }
+        if let Some(p) = supervise::read_status(&e.path()) {
+            revive(ctx, &e.path(), &p);
         }
     }
-    revived
 }
 
 /// `p` as shown while no supervisor runs it: phase `Unknown`, why, and

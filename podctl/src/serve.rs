@@ -41,7 +41,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let svc = CriService::new(cfg).context("opening the runtime and image store")?;
     crate::stream::start(&svc).await?;
     let listener = server::bind(&socket)?;
-    let _socket = SocketFile::new(&socket);
+    let _socket = server::SocketFile::new(&socket);
     let runtime = svc.runtime().clone();
     tracing::info!(socket = %socket.display(), "serving CRI");
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
@@ -66,35 +66,6 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     runtime.remove_cgroup_parent_if_empty();
     tracing::info!("CRI server stopped");
     Ok(())
-}
-
-/// The daemon's socket file, removed when the daemon stops, unless another
-/// daemon has bound the path since (then the file is that one's).
-pub(crate) struct SocketFile {
-    path: PathBuf,
-    inode: Option<u64>,
-}
-
-impl SocketFile {
-    pub(crate) fn new(path: &std::path::Path) -> Self {
-        use std::os::unix::fs::MetadataExt as _;
-        SocketFile {
-            path: path.to_path_buf(),
-            inode: std::fs::metadata(path).ok().map(|m| m.ino()),
-        }
-    }
-}
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        use std::os::unix::fs::MetadataExt as _;
-        let now = std::fs::metadata(&self.path).ok().map(|m| m.ino());
-        if now.is_some() && now == self.inode {
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                tracing::warn!(socket = %self.path.display(), error = %e, "removing the socket");
-            }
-        }
-    }
 }
 
 pub(crate) async fn shutdown_signal() {

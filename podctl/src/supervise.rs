@@ -42,7 +42,7 @@ pub struct PodFile {
 }
 
 #[derive(Serialize, Deserialize, Default)]
-pub struct StopFile {
+struct StopFile {
     /// Seconds; `None`: the pod's terminationGracePeriodSeconds.
     pub grace: Option<u64>,
 }
@@ -60,6 +60,16 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// The stop request of the pod in `dir`.
+pub const STOP: &str = "stop.json";
+
+/// Record a stop of the pod in `dir` (`grace` seconds, else the pod's
+/// own): its supervisor reads it on SIGTERM, and no command revives a
+/// supervisor for it afterwards.
+pub fn request_stop(dir: &Path, grace: Option<u64>) -> anyhow::Result<()> {
+    write_atomic(&dir.join(STOP), &serde_json::to_vec(&StopFile { grace })?)
 }
 
 /// The supervisor's PID if it is alive.
@@ -122,23 +132,12 @@ pub async fn supervise(ctx: &PodContext, dir: PathBuf) -> anyhow::Result<()> {
         .for_each(|c| sources.add_config_map(c));
     file.secrets.into_iter().for_each(|s| sources.add_secret(s));
     // One supervisor per pod: held until this process exits.
-    let lock_path = dir.join(crate::revive::LOCK);
-    let _lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
-    match _lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            tracing::info!(dir = %dir.display(), "another supervisor runs this pod");
-            return Ok(());
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("locking {}", lock_path.display()))
-        }
-    }
+    let Some(_lock) = crate::revive::try_hold(&dir)
+        .with_context(|| format!("locking {}", dir.join(crate::revive::LOCK).display()))?
+    else {
+        tracing::info!(dir = %dir.display(), "another supervisor runs this pod");
+        return Ok(());
+    };
     std::fs::write(dir.join("supervisor.pid"), std::process::id().to_string())?;
     let cri = ctx.cri()?;
     let cfg = WorkerConfig {
@@ -185,7 +184,7 @@ pub async fn supervise(ctx: &PodContext, dir: PathBuf) -> anyhow::Result<()> {
     let final_status = tokio::select! {
         r = &mut task => r?,
         _ = term.recv() => {
-            let req: StopFile = std::fs::read(dir.join("stop.json"))
+            let req: StopFile = std::fs::read(dir.join(STOP))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or_default();
