@@ -7,30 +7,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::{
-    channel, container_config, ok, run_container, sandbox_config, start_daemon_with, Daemon,
+    channel, container_config, ok, pull, run_container, run_sandbox, sandbox_config,
+    start_daemon_with, Daemon,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
 use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
-/// Mount points under `dir`.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let want = dir.display().to_string();
-    ok(std::fs::read_to_string("/proc/self/mountinfo"))
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&want))
-        .map(str::to_string)
-        .collect()
-}
-
 /// Container rootfs mounts under the daemon's state directory.
 fn rootfs_mounts(daemon: &Daemon) -> Vec<String> {
-    mounts_under(&daemon.dir.path().join("state/containers"))
+    podctl_tests::mounts_under(&daemon.dir.path().join("state/containers"))
 }
 
 /// Entries of the runtime's container state directory.
@@ -95,23 +85,8 @@ fn create_container_cut_at_each_crash_point_leaves_nothing() {
     let sc = sandbox_config("crashy", 0, &logs);
     let sb = block_on(async {
         let ch = channel(&daemon.socket).await;
-        ok(ImageServiceClient::new(ch.clone())
-            .pull_image(proto::PullImageRequest {
-                image: Some(proto::ImageSpec {
-                    image: pubd.busybox.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await);
-        ok(RuntimeServiceClient::new(ch)
-            .run_pod_sandbox(proto::RunPodSandboxRequest {
-                config: Some(sc.clone()),
-                runtime_handler: String::new(),
-            })
-            .await)
-        .into_inner()
-        .pod_sandbox_id
+        pull(&mut ImageServiceClient::new(ch.clone()), &pubd.busybox).await;
+        run_sandbox(&mut RuntimeServiceClient::new(ch), &sc).await
     });
 
     // Cut after the rootfs mount: a state directory without meta.json and
@@ -155,7 +130,10 @@ fn create_container_cut_at_each_crash_point_leaves_nothing() {
     ok(block_on(rt.remove_pod_sandbox(
         proto::RemovePodSandboxRequest { pod_sandbox_id: sb },
     )));
-    assert_eq!(mounts_under(daemon.dir.path()), Vec::<String>::new());
+    assert_eq!(
+        podctl_tests::mounts_under(daemon.dir.path()),
+        Vec::<String>::new()
+    );
     assert_eq!(state_entries(&daemon), Vec::<PathBuf>::new());
     let socket = daemon.socket.clone();
     drop(daemon);

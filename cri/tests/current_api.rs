@@ -8,8 +8,8 @@ mod common;
 use std::collections::HashMap;
 
 use common::{
-    block_on, channel, container_config, ok, registry_and_daemon, run_container, sandbox_config,
-    Daemon,
+    block_on, channel, container_config, ok, pull, registry_and_daemon, run_container, run_sandbox,
+    sandbox_config, Daemon,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
@@ -88,27 +88,10 @@ async fn run(pubd: &Published, daemon: &Daemon) {
     let ch = channel(&daemon.socket).await;
     let mut rt = RuntimeServiceClient::new(ch.clone());
     let mut img = ImageServiceClient::new(ch);
-    let busybox = ok(img
-        .pull_image(proto::PullImageRequest {
-            image: Some(proto::ImageSpec {
-                image: pubd.busybox.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await)
-    .into_inner()
-    .image_ref;
+    let busybox = pull(&mut img, &pubd.busybox).await;
 
     let pod = sandbox_config("metrics", 0, &daemon.dir.path().join("logs"));
-    let sb = ok(rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(pod.clone()),
-            runtime_handler: String::new(),
-        })
-        .await)
-    .into_inner()
-    .pod_sandbox_id;
+    let sb = run_sandbox(&mut rt, &pod).await;
     let mut cfg = container_config("worker", &busybox, "sleep 3600");
     cfg.linux = Some(proto::LinuxContainerConfig {
         resources: Some(proto::LinuxContainerResources {

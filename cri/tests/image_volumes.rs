@@ -6,8 +6,8 @@
 mod common;
 
 use common::{
-    block_on, channel, container_config, ok, registry_and_daemon, sandbox_config, wait_state,
-    Daemon,
+    block_on, channel, container_config, ok, pull, registry_and_daemon, run_sandbox,
+    sandbox_config, wait_state, Daemon,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
@@ -20,20 +20,6 @@ fn image_volumes_mount_read_only_and_go_away_with_the_container() {
     let (reg, pubd, daemon) = registry_and_daemon();
     block_on(run(&pubd, &daemon));
     drop(reg);
-}
-
-async fn pull(img: &mut ImageServiceClient<Channel>, image: &str) -> String {
-    ok(img
-        .pull_image(proto::PullImageRequest {
-            image: Some(proto::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await)
-    .into_inner()
-    .image_ref
 }
 
 fn volume(path: &str, image_id: &str, user: &str, sub: &str) -> proto::Mount {
@@ -71,13 +57,7 @@ async fn exec(rt: &mut RuntimeServiceClient<Channel>, id: &str, script: &str) ->
 
 /// Image-volume overlays the daemon has mounted (from /proc/self/mountinfo).
 fn volume_mounts(daemon: &Daemon) -> Vec<String> {
-    let root = daemon.dir.path().join("root").join("image-volumes");
-    let root = root.display().to_string();
-    ok(std::fs::read_to_string("/proc/self/mountinfo"))
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&root))
-        .collect()
+    podctl_tests::mounts_under(&daemon.dir.path().join("root").join("image-volumes"))
 }
 
 async fn run(pubd: &Published, daemon: &Daemon) {
@@ -90,14 +70,7 @@ async fn run(pubd: &Published, daemon: &Daemon) {
 
     let logs = daemon.dir.path().join("logs");
     let pod = sandbox_config("imgvol", 0, &logs);
-    let sb = ok(rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(pod.clone()),
-            runtime_handler: String::new(),
-        })
-        .await)
-    .into_inner()
-    .pod_sandbox_id;
+    let sb = run_sandbox(&mut rt, &pod).await;
 
     let create = |name: &str, mounts: Vec<proto::Mount>| {
         let mut c = container_config(name, &busybox, "sleep 3600");

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{channel, container_config, ok, sandbox_config, wait_state};
+use common::{channel, container_config, ok, pull, run_sandbox, sandbox_config, wait_state};
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
 use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
@@ -185,25 +185,9 @@ fn the_package_installs_and_its_service_runs_pods() {
     let rt = rt();
     let (pod, id) = rt.block_on(async {
         let mut c = cri().await;
-        ok(c.img
-            .pull_image(proto::PullImageRequest {
-                image: Some(proto::ImageSpec {
-                    image: pubd.busybox.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await);
+        pull(&mut c.img, &pubd.busybox).await;
         let cfg = sandbox_config("pkg", 0, &logs);
-        let pod = ok(c
-            .rt
-            .run_pod_sandbox(proto::RunPodSandboxRequest {
-                config: Some(cfg.clone()),
-                runtime_handler: String::new(),
-            })
-            .await)
-        .into_inner()
-        .pod_sandbox_id;
+        let pod = run_sandbox(&mut c.rt, &cfg).await;
         let st = ok(c
             .rt
             .pod_sandbox_status(proto::PodSandboxStatusRequest {

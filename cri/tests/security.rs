@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{
-    block_on, channel, container_config, ok, registry_and_daemon, sandbox_config, wait_state,
-    Daemon,
+    block_on, channel, container_config, ok, pull, registry_and_daemon, run_sandbox,
+    sandbox_config, wait_state, Daemon,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
@@ -108,15 +108,7 @@ async fn check(daemon: &Daemon) {
     );
     assert!(st.features.is_some_and(|f| f.supplemental_groups_policy));
 
-    ok(img
-        .pull_image(proto::PullImageRequest {
-            image: Some(proto::ImageSpec {
-                image: "busybox".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await);
+    pull(&mut img, "busybox").await;
     let logs = daemon.dir.path().join("logs");
     let mut config = sandbox_config("secure", 0, &logs);
     config.linux = Some(proto::LinuxPodSandboxConfig {
@@ -126,14 +118,7 @@ async fn check(daemon: &Daemon) {
         }),
         ..Default::default()
     });
-    let id = ok(rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await)
-    .into_inner()
-    .pod_sandbox_id;
+    let id = run_sandbox(&mut rt, &config).await;
     let mut pod = Pod {
         rt: rt.clone(),
         id: id.clone(),
@@ -363,14 +348,7 @@ async fn kubelet_cgroup_parent(rt: &mut RuntimeServiceClient<Channel>, daemon: &
         cgroup_parent: parent.into(),
         ..Default::default()
     });
-    let id = ok(rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await)
-    .into_inner()
-    .pod_sandbox_id;
+    let id = run_sandbox(rt, &config).await;
     let mut pod = Pod {
         rt: rt.clone(),
         id: id.clone(),

@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    block_on, channel, container_config, ok, read_log, registry_and_daemon, run_container,
-    sandbox_config, start_daemon_with, wait_state, Daemon,
+    block_on, channel, container_config, ok, pull, read_log, registry_and_daemon, run_container,
+    run_sandbox, sandbox_config, start_daemon_with, wait_state, Daemon,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
@@ -45,26 +45,11 @@ fn a_stopped_daemon_leaves_no_socket_and_no_empty_cgroup_parent() {
     block_on(async {
         let ch = channel(&daemon.socket).await;
         let mut rt = RuntimeServiceClient::new(ch.clone());
-        ok(ImageServiceClient::new(ch)
-            .pull_image(proto::PullImageRequest {
-                image: Some(proto::ImageSpec {
-                    image: pubd.busybox.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await);
+        pull(&mut ImageServiceClient::new(ch), &pubd.busybox).await;
         let logs = daemon.dir.path().join("stop-logs");
         ok(std::fs::create_dir_all(&logs));
         let sc = sandbox_config("stopper", 0, &logs);
-        let sb = ok(rt
-            .run_pod_sandbox(proto::RunPodSandboxRequest {
-                config: Some(sc.clone()),
-                runtime_handler: String::new(),
-            })
-            .await)
-        .into_inner()
-        .pod_sandbox_id;
+        let sb = run_sandbox(&mut rt, &sc).await;
         let cfg = container_config("c", &pubd.busybox, "sleep 1000");
         run_container(&mut rt, &sb, &sc, cfg).await;
         assert!(!parents().is_empty(), "no cgroup parent {parent} made");
@@ -132,15 +117,7 @@ async fn every_rpc(pubd: &Published, daemon: &Daemon) {
         })
         .await;
     assert!(bad.is_err(), "pulling a missing image must fail");
-    ok(img
-        .pull_image(proto::PullImageRequest {
-            image: Some(proto::ImageSpec {
-                image: pubd.httpd.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await);
+    pull(&mut img, &pubd.httpd).await;
     let status = ok(img
         .image_status(proto::ImageStatusRequest {
             image: Some(proto::ImageSpec {

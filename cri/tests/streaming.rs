@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::{
-    block_on, channel, container_config, ok, registry_and_daemon, run_container, sandbox_config,
-    wait_state, Daemon,
+    block_on, channel, container_config, ok, pull, registry_and_daemon, run_container, run_sandbox,
+    sandbox_config, wait_state, Daemon,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
@@ -238,26 +238,11 @@ async fn check(daemon: &Daemon, httpd: &str) {
     let mut rt = RuntimeServiceClient::new(ch.clone());
     let mut img = ImageServiceClient::new(ch);
     for image in ["busybox", httpd] {
-        ok(img
-            .pull_image(proto::PullImageRequest {
-                image: Some(proto::ImageSpec {
-                    image: image.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await);
+        pull(&mut img, image).await;
     }
     let logs = daemon.dir.path().join("logs");
     let sc = sandbox_config("streams", 0, &logs);
-    let sb = ok(rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(sc.clone()),
-            runtime_handler: String::new(),
-        })
-        .await)
-    .into_inner()
-    .pod_sandbox_id;
+    let sb = run_sandbox(&mut rt, &sc).await;
 
     // Exec: stdout and stderr apart, the exit code in the v4 status.
     let sleeper = run_container(

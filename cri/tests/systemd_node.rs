@@ -13,7 +13,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{channel, container_config, ok, sandbox_config, setup, wait_state, Setup};
+use common::{
+    channel, container_config, ok, pull, run_sandbox, sandbox_config, setup, wait_state, Setup,
+};
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
 use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
@@ -133,15 +135,7 @@ async fn run_pod(c: &mut Cri, name: &str) -> (String, proto::PodSandboxConfig) {
         resources: Some(resources(256 << 20, 50_000, 512)),
         ..Default::default()
     });
-    let id = ok(c
-        .rt
-        .run_pod_sandbox(proto::RunPodSandboxRequest {
-            config: Some(cfg.clone()),
-            runtime_handler: String::new(),
-        })
-        .await)
-    .into_inner()
-    .pod_sandbox_id;
+    let id = run_sandbox(&mut c.rt, &cfg).await;
     (id, cfg)
 }
 
@@ -153,15 +147,7 @@ async fn start(
     script: &str,
     limits: proto::LinuxContainerResources,
 ) -> String {
-    ok(c.img
-        .pull_image(proto::PullImageRequest {
-            image: Some(proto::ImageSpec {
-                image: node().busybox.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await);
+    pull(&mut c.img, &node().busybox).await;
     let mut cc = container_config(name, &node().busybox, script);
     cc.linux = Some(proto::LinuxContainerConfig {
         resources: Some(limits),

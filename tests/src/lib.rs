@@ -213,6 +213,18 @@ fn reserve_subnet(net: u32) -> bool {
     claimed
 }
 
+/// Mount points at or below `dir` (from /proc/self/mountinfo).
+pub fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let want = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&want))
+        .map(str::to_string)
+        .collect()
+}
+
 /// A name no other test run uses at the same time: `prefix` plus this
 /// process's ID and a per-process counter, at most 15 bytes (a network
 /// interface name's limit).

@@ -99,11 +99,8 @@ fn leftovers(d: &Path) -> Vec<String> {
             ));
         }
     }
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for m in info.lines().filter_map(|l| l.split(' ').nth(4)) {
-        if m.starts_with(&me) {
-            out.push(format!("mount {m}"));
-        }
+    for m in podctl_tests::mounts_under(d) {
+        out.push(format!("mount {m}"));
     }
     for sub in [
         "run/pods",

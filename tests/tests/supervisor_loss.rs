@@ -32,18 +32,6 @@ fn supervisors(dir: &Path) -> Vec<i32> {
     out
 }
 
-/// Mount points under `dir` (this test's own state).
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let want = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&want))
-        .map(str::to_string)
-        .collect()
-}
-
 fn kill_supervisor(dir: &Path) -> i32 {
     let found = supervisors(dir);
     assert_eq!(found.len(), 1, "supervisors: {found:?}");
@@ -74,7 +62,7 @@ fn a_killed_supervisor_is_replaced_and_rm_cleans_up() {
         ),
     );
     let dir = env.dir.path().join("run/pods/default_keep");
-    let mounts = mounts_under(env.dir.path());
+    let mounts = podctl_tests::mounts_under(env.dir.path());
     assert!(
         mounts
             .iter()
@@ -139,7 +127,10 @@ fn a_killed_supervisor_is_replaced_and_rm_cleans_up() {
     // Removed: nothing of the pod stays mounted or running.
     let (ok, out, err) = env.podctl(&["rm", "--timeout", "0", "keep"]);
     assert!(ok, "{out}{err}");
-    assert_eq!(mounts_under(env.dir.path()), Vec::<String>::new());
+    assert_eq!(
+        podctl_tests::mounts_under(env.dir.path()),
+        Vec::<String>::new()
+    );
     assert_eq!(supervisors(&dir), Vec::<i32>::new());
     assert!(!dir.exists());
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use podctl_cri::proto;
+use podctl_cri::proto::image_service_client::ImageServiceClient;
 use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
 use podctl_tests::fixtures::{publish, Published};
 use podctl_tests::registry::Registry;
@@ -68,6 +69,36 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 /// CreateContainer and StartContainer of `cfg` in sandbox `sb`, waiting
 /// until it runs; its ID.
+/// PullImage of `image`; its image reference.
+pub async fn pull(img: &mut ImageServiceClient<Channel>, image: &str) -> String {
+    ok(img
+        .pull_image(proto::PullImageRequest {
+            image: Some(proto::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await)
+    .into_inner()
+    .image_ref
+}
+
+/// RunPodSandbox of `sc` with the default handler; the sandbox ID.
+pub async fn run_sandbox(
+    rt: &mut RuntimeServiceClient<Channel>,
+    sc: &proto::PodSandboxConfig,
+) -> String {
+    ok(rt
+        .run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(sc.clone()),
+            runtime_handler: String::new(),
+        })
+        .await)
+    .into_inner()
+    .pod_sandbox_id
+}
+
 pub async fn run_container(
     rt: &mut RuntimeServiceClient<Channel>,
     sb: &str,
