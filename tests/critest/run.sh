@@ -58,6 +58,23 @@ WORK=$(cd "$WORK" && pwd)
 sock=$WORK/podctl.sock
 testbed_pid=
 podctl_pid=
+# Per-run bridge name and a /24 no route on this host overlaps: the machine
+# may be shared, and a neighbour's leftover bridge on a fixed subnet would
+# route critest's traffic away.
+bridge=ct$(printf '%05d' $(($$ % 100000)))
+subnet=
+free_subnet() {
+  local a b i
+  for ((i = 0; i < 200; i++)); do
+    a=$((100 + RANDOM % 150)) b=$((RANDOM % 256))
+    # Any route inside 10.a.0.0/16 (or one covering it) rules it out.
+    if ! ip -4 route show | awk '{print $1}' | grep -qE "^10\.$a\.|^10\.0\.0\.0/8"; then
+      echo "10.$a.$b.0/24"
+      return 0
+    fi
+  done
+  return 1
+}
 
 # Send SIGTERM to one process we started, SIGKILL after $2 seconds.
 stop_pid() {
@@ -80,6 +97,8 @@ cleanup() {
   local rc=$?
   stop_pid "$podctl_pid" 60
   stop_pid "$testbed_pid" 30
+  # The bridge plugin leaves its bridge behind; it is this run's alone.
+  ip link del "$bridge" 2>/dev/null || true
   if [ "${CLEAN:-0}" = 1 ]; then
     if grep -qF " $WORK/" /proc/self/mountinfo || grep -qF " $WORK " /proc/self/mountinfo; then
       echo "run.sh: mounts remain below $WORK; not removing it" >&2
@@ -112,13 +131,15 @@ echo "run.sh: registry at $registry"
 # /etc/cni/net.d (critest's pods need one). Top-level keys first: the
 # tables come last.
 mkdir -p "$WORK/cni"
-cat >"$WORK/cni/10-critest.conflist" <<'JSON'
+subnet=$(free_subnet) || die "no free 10.x.y.0/24 (every 10.x/16 has a route)"
+echo "run.sh: bridge $bridge, subnet $subnet"
+cat >"$WORK/cni/10-critest.conflist" <<JSON
 {
   "cniVersion": "1.0.0",
   "name": "critest",
   "plugins": [
-    {"type": "bridge", "bridge": "critest0", "isGateway": true, "ipMasq": false,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/16"}]]}},
+    {"type": "bridge", "bridge": "$bridge", "isGateway": true, "ipMasq": false,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$subnet"}]]}},
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
