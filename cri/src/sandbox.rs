@@ -81,15 +81,20 @@ impl CriService {
             rc.resources.get_or_insert_with(Default::default).pids_limit =
                 Some(self.config().pod_pids_limit);
         }
-        let sb = self
-            .blocking(move |i| Ok(i.runtime.run_sandbox(rc)?))
+        // The claim keeps collectors (crate::collect, in any process) off
+        // the sandbox until its record is written.
+        let (sb, claim) = self
+            .blocking(move |i| Ok(i.runtime.run_sandbox_claimed(rc)?))
             .await?;
+        podctl_runtime::failpoint::hit("run_sandbox.runtime_created");
         let rec = SandboxRecord {
             id: sb.id.clone(),
             config,
             runtime_handler,
         };
-        if let Err(e) = self.inner.records.put_sandbox(&rec) {
+        let put = self.inner.records.put_sandbox(&rec);
+        drop(claim);
+        if let Err(e) = put {
             let id = sb.id.clone();
             let _ = self
                 .blocking(move |i| Ok(i.runtime.remove_sandbox(&id)?))

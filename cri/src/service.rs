@@ -63,6 +63,10 @@ impl CriService {
         let client = Arc::new(RegistryClient::new(cfg.registry.clone())?);
         let puller = Puller::new(store.clone(), client);
         let records = Records::open(&cfg.state)?;
+        let collected = crate::collect::collect(&runtime, &records);
+        if collected != Default::default() {
+            tracing::info!(?collected, "collected what a crash left");
+        }
         let (events, _) = broadcast::channel(1024);
         Ok(CriService {
             inner: Arc::new(Inner {

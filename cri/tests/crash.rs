@@ -1,13 +1,15 @@
 //! Crash consistency of `podctl serve`: the daemon dies (abort, as a
-//! SIGKILL would stop it) at named crash points of CreateContainer
-//! (`PODCTL_CRASH_AT`, see podctl_runtime::failpoint); a restarted daemon
-//! finds and cleans what the crash left, the pod still works, and once
-//! the pod is removed and the daemon stopped nothing is left: no mount,
-//! no container state, no socket, no cgroup parent.
+//! SIGKILL would stop it) at named crash points of RunPodSandbox and
+//! CreateContainer (`PODCTL_CRASH_AT`, see podctl_runtime::failpoint); a
+//! restarted daemon finds and cleans what the crash left, pods still work,
+//! and once they are removed and the daemon stopped nothing is left: no
+//! mount, no pause process, no address allocated, no state, no socket, no
+//! cgroup parent.
 
 mod common;
 
 use std::path::PathBuf;
+use std::process::Command;
 
 use common::{
     channel, container_config, ok, pull, run_container, run_sandbox, sandbox_config,
@@ -25,12 +27,43 @@ fn rootfs_mounts(daemon: &Daemon) -> Vec<String> {
 
 /// Entries of the runtime's container state directory.
 fn state_entries(daemon: &Daemon) -> Vec<PathBuf> {
-    std::fs::read_dir(daemon.dir.path().join("state/containers"))
+    entries(&daemon.dir.path().join("state/containers"))
+}
+
+fn entries(dir: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path())
         .collect()
+}
+
+/// Addresses the host-local IPAM of the test's network has handed out
+/// (one file per address under `<dir>/ipam/<network>`).
+fn ipam_allocations(daemon: &Daemon) -> Vec<String> {
+    entries(&daemon.dir.path().join("ipam/podctl-cri-test"))
+        .into_iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect()
+}
+
+/// PIDs in the sandboxes' `pause.pid` files.
+fn pause_pids(daemon: &Daemon) -> Vec<i32> {
+    entries(&daemon.dir.path().join("state/sandboxes"))
+        .into_iter()
+        .filter_map(|d| std::fs::read_to_string(d.join("pause.pid")).ok())
+        .filter_map(|p| p.trim().parse().ok())
+        .collect()
+}
+
+/// Whether `pid` runs (a zombie waiting for PID 1 does not).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
 }
 
 /// One tokio runtime for the whole test: a client's connection lives on it
@@ -147,5 +180,118 @@ fn create_container_cut_at_each_crash_point_leaves_nothing() {
         .collect();
     assert_eq!(parents, Vec::<PathBuf>::new());
     println!("crash points covered: 2 (create_container.rootfs_mounted, create_container.runtime_created)");
+    drop(reg);
+}
+
+/// Pause processes a crash left, killed when the test ends whatever
+/// happened (a failing assertion must not leave them running).
+struct Reap(Vec<i32>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for pid in self.0.iter().filter(|p| running(**p)) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// RunPodSandbox on a daemon set to die at `point`: the call fails and the
+/// daemon is gone.
+fn run_sandbox_and_die(daemon: &mut Daemon, point: &str, sc: &proto::PodSandboxConfig) {
+    daemon.respawn(&[("PODCTL_CRASH_AT", point)]);
+    let r = block_on(
+        runtime(daemon).run_pod_sandbox(proto::RunPodSandboxRequest {
+            config: Some(sc.clone()),
+            runtime_handler: String::new(),
+        }),
+    );
+    assert!(r.is_err(), "{point}: RunPodSandbox answered {r:?}");
+    let st = ok(daemon.child.wait());
+    assert!(!st.success(), "{point}: the daemon did not die ({st})");
+}
+
+#[test]
+fn run_pod_sandbox_cut_at_each_crash_point_leaves_nothing() {
+    let reg = ok(podctl_tests::registry::Registry::start());
+    let pubd = ok(podctl_tests::fixtures::publish(&reg, None));
+    let parent = podctl_tests::unique_name("podctl-crash");
+    let mut daemon = start_daemon_with(&pubd, &format!("/{parent}"));
+    let logs = daemon.dir.path().join("pod-logs");
+    ok(std::fs::create_dir_all(&logs));
+    let netns = daemon.dir.path().join("state/netns");
+    let sandboxes = daemon.dir.path().join("state/sandboxes");
+    let points = [
+        // pause runs, the namespace is not pinned yet
+        "run_sandbox.pause_started",
+        // CNI ADD done (an address allocated), its result not saved
+        "run_sandbox.network_attached",
+        // the runtime's sandbox is complete, the CRI record not written
+        "run_sandbox.runtime_created",
+    ];
+    let mut reap = Reap(vec![]);
+    for (i, point) in points.iter().enumerate() {
+        let sc = sandbox_config(&format!("cut{i}"), 0, &logs);
+        run_sandbox_and_die(&mut daemon, point, &sc);
+        let pauses = pause_pids(&daemon);
+        reap.0.extend(&pauses);
+        assert_eq!(pauses.len(), 1, "{point}: no pause left by the crash");
+        assert!(pauses.iter().all(|p| running(*p)), "{point}");
+        if *point != "run_sandbox.pause_started" {
+            assert_eq!(
+                ipam_allocations(&daemon).len(),
+                1,
+                "{point}: no address held"
+            );
+            assert_eq!(podctl_tests::mounts_under(&netns).len(), 1, "{point}");
+        }
+
+        daemon.respawn(&[]);
+        let listed = ok(block_on(
+            runtime(&daemon).list_pod_sandbox(proto::ListPodSandboxRequest::default()),
+        ))
+        .into_inner()
+        .items;
+        assert!(listed.is_empty(), "{point}: {listed:?}");
+        assert!(
+            pauses.iter().all(|p| !running(*p)),
+            "{point}: pause survived"
+        );
+        assert_eq!(ipam_allocations(&daemon), Vec::<String>::new(), "{point}");
+        assert_eq!(
+            podctl_tests::mounts_under(&netns),
+            Vec::<String>::new(),
+            "{point}"
+        );
+        assert_eq!(entries(&netns), Vec::<PathBuf>::new(), "{point}");
+        assert_eq!(entries(&sandboxes), Vec::<PathBuf>::new(), "{point}");
+    }
+
+    // A pod made after the crashes gets an address and removes cleanly.
+    let sc = sandbox_config("after", 0, &logs);
+    let mut rt = runtime(&daemon);
+    let sb = block_on(run_sandbox(&mut rt, &sc));
+    assert_eq!(ipam_allocations(&daemon).len(), 1);
+    ok(block_on(rt.stop_pod_sandbox(
+        proto::StopPodSandboxRequest {
+            pod_sandbox_id: sb.clone(),
+        },
+    )));
+    ok(block_on(rt.remove_pod_sandbox(
+        proto::RemovePodSandboxRequest { pod_sandbox_id: sb },
+    )));
+    assert_eq!(ipam_allocations(&daemon), Vec::<String>::new());
+    assert_eq!(
+        podctl_tests::mounts_under(daemon.dir.path()),
+        Vec::<String>::new()
+    );
+    assert_eq!(entries(&sandboxes), Vec::<PathBuf>::new());
+    drop(daemon);
+    println!(
+        "crash points covered: {} ({})",
+        points.len(),
+        points.join(", ")
+    );
     drop(reg);
 }

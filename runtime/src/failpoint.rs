@@ -4,6 +4,11 @@
 //! a point costs one load of a cached flag.
 //!
 //! Points (the step just done when the process dies):
+//! - `run_sandbox.pause_started`: pause runs, its network namespace is not
+//!   pinned yet;
+//! - `run_sandbox.network_attached`: CNI ADD done, its result not saved;
+//! - `run_sandbox.runtime_created` (CRI): the runtime's sandbox is
+//!   complete, the CRI record is not written;
 //! - `create_container.rootfs_mounted`: the runtime mounted the overlay,
 //!   no `meta.json` yet;
 //! - `create_container.runtime_created`: the runtime's container exists,

@@ -4,41 +4,136 @@
 //! pod removal finds it. Every [`Runtime`] collects those when it opens
 //! the state directories (a restarted daemon, the next CLI command).
 //!
-//! A create in progress in another process holds the container's lock
-//! from before its directory exists until it has written `meta.json` (or
-//! cleaned up): such a directory is skipped, never collected.
+//! The same holds for a sandbox cut before its `meta.json` (at most its
+//! directory and its cgroup exist) and for a pinned network namespace
+//! whose sandbox directory is gone.
+//!
+//! A create in progress in another process holds the object's lock from
+//! before its directory exists until it has written `meta.json` (or
+//! cleaned up): such a directory is skipped, never collected. Sandboxes
+//! that have a `meta.json` but no record of their creator (a crash between
+//! the two) are the creator's to find: [`Runtime::remove_sandbox_unclaimed`].
 
-use crate::container::Runtime;
-use crate::lock;
+use std::path::Path;
+
+use crate::container::{Runtime, META};
+use crate::error::Result;
+use crate::{cgroup, lock};
 
 impl Runtime {
     /// Remove every half-created container (state directory without
     /// `meta.json`, lock free) as a failed create removes itself
     /// (`discard_unfinished`). Returns how many were removed.
     pub fn collect_half_created(&self) -> usize {
+        self.collect_containers() + self.collect_sandboxes() + self.collect_netns_pins()
+    }
+
+    fn collect_containers(&self) -> usize {
         let mut removed = 0;
         let dir = self.cfg.state_dir.join("containers");
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
-            if e.path().join(crate::container::META).exists() {
+            let Some(held) = self.unclaimed_without_meta(&e.path(), &id) else {
                 continue;
-            }
-            let held = match lock::try_exclusive(&self.locks(), &id) {
-                Ok(Some(l)) => l,
-                // Being created (or removed) right now by someone else.
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(%id, error = %e, "gc: cannot lock");
-                    continue;
-                }
             };
-            if e.path().join(crate::container::META).exists() {
-                continue;
-            }
             tracing::warn!(%id, "gc: removing a container whose create was cut short");
             removed += usize::from(self.discard_unfinished(&id));
             drop(held);
         }
         removed
+    }
+
+    /// Sandbox directories without `meta.json` whose lock is free.
+    fn collect_sandboxes(&self) -> usize {
+        let mut removed = 0;
+        let dir = self.cfg.state_dir.join("sandboxes");
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            let Some(held) = self.unclaimed_without_meta(&e.path(), &id) else {
+                continue;
+            };
+            // Before meta.json there is no pause yet: at most the pod's
+            // cgroup (pod limits) and the directory.
+            tracing::warn!(%id, "gc: removing a sandbox whose create was cut short");
+            cgroup::remove_pod(&self.cfg, &id);
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => {
+                    removed += 1;
+                    lock::forget(&self.locks(), &id);
+                }
+                Err(err) => tracing::warn!(%id, error = %err, "gc: removing sandbox directory"),
+            }
+            drop(held);
+        }
+        removed
+    }
+
+    /// Network namespace pins whose sandbox directory is gone.
+    fn collect_netns_pins(&self) -> usize {
+        let mut removed = 0;
+        let dir = self.cfg.state_dir.join("netns");
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if self.sandbox_dir(&id).exists() {
+                continue;
+            }
+            let Ok(Some(held)) = lock::try_exclusive(&self.locks(), &id) else {
+                continue;
+            };
+            if self.sandbox_dir(&id).exists() {
+                continue;
+            }
+            tracing::warn!(%id, "gc: unpinning the network namespace of a removed sandbox");
+            if crate::sandbox::unpin(&e.path()).is_ok() {
+                removed += 1;
+            }
+            drop(held);
+        }
+        removed
+    }
+
+    /// The lock of `<path>` (an object directory named `id`) when the
+    /// directory has no `meta.json` and nobody holds the lock (a holder is
+    /// creating or removing it right now).
+    fn unclaimed_without_meta(&self, path: &Path, id: &str) -> Option<lock::Lock> {
+        if path.join(META).exists() {
+            return None;
+        }
+        let held = match lock::try_exclusive(&self.locks(), id) {
+            Ok(Some(l)) => l,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "gc: cannot lock");
+                return None;
+            }
+        };
+        (!path.join(META).exists()).then_some(held)
+    }
+
+    /// Remove a sandbox (as [`Runtime::remove_sandbox`]) unless its
+    /// creator still holds it ([`Runtime::run_sandbox_claimed`]) or
+    /// `recorded` (asked with the sandbox's lock held, after its creator
+    /// let go) says the creator did record it: for a caller that found it
+    /// without a record of its own. Returns whether it was removed.
+    pub fn remove_sandbox_unclaimed(
+        &self,
+        id: &str,
+        recorded: impl FnOnce() -> bool,
+    ) -> Result<bool> {
+        let Some(held) = lock::try_exclusive(&self.locks(), id)? else {
+            return Ok(false);
+        };
+        if recorded() {
+            return Ok(false);
+        }
+        // Removal takes the lock itself. Nobody can claim the sandbox in
+        // between: IDs are never reused, and its creator has let go.
+        drop(held);
+        self.remove_sandbox(id).map(|()| true)
+    }
+
+    /// Whether the sandbox's state directory exists (whatever its state).
+    pub fn sandbox_exists(&self, id: &str) -> bool {
+        self.sandbox_dir(id).exists()
     }
 }

@@ -113,7 +113,9 @@ pub use container::{
 };
 pub use error::{Result, RuntimeError};
 pub use exec::{ExecResult, PreparedExec};
-pub use sandbox::{DnsConfig, PodAttachments, Sandbox, SandboxConfig, SandboxState, SandboxStatus};
+pub use sandbox::{
+    DnsConfig, PodAttachments, Sandbox, SandboxClaim, SandboxConfig, SandboxState, SandboxStatus,
+};
 pub use security::{Seccomp, Security};
 pub use shim::{candidates as shim_candidates, locate as locate_shim, SHIM, SHIM_WATCH};
 pub use user::Identity;

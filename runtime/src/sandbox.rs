@@ -109,6 +109,12 @@ pub struct SandboxStatus {
     pub created_at_ns: i64,
 }
 
+/// A sandbox's lock, held by its creator until the sandbox is recorded
+/// ([`Runtime::run_sandbox_claimed`]).
+pub struct SandboxClaim {
+    _lock: lock::Lock,
+}
+
 /// What a container of the pod joins and mounts.
 pub struct PodAttachments {
     pub namespaces: BTreeMap<String, String>,
@@ -129,11 +135,11 @@ struct SandboxMeta {
 const PAUSE_PID: &str = "pause.pid";
 
 impl Runtime {
-    fn sandbox_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.cfg.state_dir.join("sandboxes").join(id)
     }
 
-    fn netns_pin(&self, id: &str) -> PathBuf {
+    pub(crate) fn netns_pin(&self, id: &str) -> PathBuf {
         self.cfg.state_dir.join("netns").join(id)
     }
 
@@ -154,28 +160,39 @@ impl Runtime {
 
     /// Start the pause process, pin its network namespace, attach CNI.
     pub fn run_sandbox(&self, cfg: SandboxConfig) -> Result<Sandbox> {
+        self.run_sandbox_claimed(cfg).map(|(sb, _claim)| sb)
+    }
+
+    /// [`Runtime::run_sandbox`], keeping the sandbox's lock held in the
+    /// returned claim: a caller that records the sandbox elsewhere (the CRI
+    /// service) drops the claim once its record is written, and until then
+    /// no collector (`CriService`'s, in any process) takes the sandbox for
+    /// one a crash left unrecorded. Drop the claim before removing the
+    /// sandbox (removal takes the same lock).
+    pub fn run_sandbox_claimed(&self, cfg: SandboxConfig) -> Result<(Sandbox, SandboxClaim)> {
         let id = crate::container::new_id()?;
         let dir = self.sandbox_dir(&id);
-        let res = {
-            let _l = lock::exclusive(&self.locks(), &id)?;
-            std::fs::create_dir_all(&dir).ctx("create", &dir)?;
-            match (&cfg.resources, &cfg.cgroup_parent) {
+        let claim = lock::exclusive(&self.locks(), &id)?;
+        let res = std::fs::create_dir_all(&dir)
+            .ctx("create", &dir)
+            .and_then(|()| match (&cfg.resources, &cfg.cgroup_parent) {
                 (Some(r), None) => cgroup::set_pod_limits(&self.cfg, &id, r),
                 _ => Ok(()),
-            }
-            .and_then(|()| self.setup_sandbox(&id, &dir, &cfg))
-        };
+            })
+            .and_then(|()| self.setup_sandbox(&id, &dir, &cfg));
         match res {
             Ok(sb) => {
                 tracing::info!(%id, ip = ?sb.ip, pid = sb.pid, "sandbox running");
-                Ok(sb)
+                Ok((sb, SandboxClaim { _lock: claim }))
             }
             Err(e) => {
                 tracing::warn!(%id, error = %e, "sandbox failed; cleaning up");
+                drop(claim);
+                // What cannot be removed now keeps its directory: the
+                // collector (`CriService`'s, the next `gc`) retries it.
                 if let Err(e2) = self.remove_sandbox(&id) {
                     tracing::warn!(%id, error = %e2, "cleanup after failed sandbox");
                 }
-                let _ = std::fs::remove_dir_all(&dir);
                 Err(e)
             }
         }
@@ -221,6 +238,7 @@ impl Runtime {
             ],
         )?;
         let pid = read_pid(&dir.join(PAUSE_PID)).ctx("read", dir.join(PAUSE_PID))?;
+        crate::failpoint::hit("run_sandbox.pause_started");
         if self.pod_slice_owned(cfg) {
             crate::systemd::start_pod(
                 &self.cfg.cgroup_parent,
@@ -259,6 +277,7 @@ impl Runtime {
                 };
                 cni.loopback(&att, "ADD")?;
                 let result = cni.add(&att)?;
+                crate::failpoint::hit("run_sandbox.network_attached");
                 meta.ip = first_ip(&result);
                 meta.cni_result = Some(result);
                 self.save_sandbox_meta(id, &meta)?;
@@ -375,7 +394,10 @@ impl Runtime {
             Err(e) => return Err(e),
         };
         if let (Some(cni), Some(netns)) = (&self.cfg.cni, &m.netns) {
-            if !m.stopped && m.cni_result.is_some() {
+            // Whenever the namespace was pinned: an ADD cut short (a crash
+            // before its result was saved, a plugin failing half-way) may
+            // hold an address, and DEL of what was never added succeeds.
+            if !m.stopped {
                 let att = Attachment {
                     container_id: id,
                     netns,
@@ -383,7 +405,17 @@ impl Runtime {
                     port_mappings: &m.config.port_mappings,
                     args: cni_args(id, &m.config),
                 };
-                cni.del(&att, m.cni_result.as_ref())?;
+                match (cni.del(&att, m.cni_result.as_ref()), &m.cni_result) {
+                    (Ok(()), _) => {}
+                    // A recorded attachment must be released: retry later.
+                    (Err(e), Some(_)) => return Err(e),
+                    // Nothing recorded (an ADD that failed or was cut): a
+                    // DEL that fails too (say, a plugin missing) must not
+                    // keep the pod's pause and namespace alive.
+                    (Err(e), None) => {
+                        tracing::warn!(%id, error = %e, "CNI DEL of an unfinished attachment")
+                    }
+                }
             }
         }
         if let Ok(pid) = read_pid(&self.sandbox_dir(id).join(PAUSE_PID)) {
@@ -423,11 +455,7 @@ impl Runtime {
         let _l = lock::exclusive(&self.locks(), id)?;
         let pin = self.netns_pin(id);
         if pin.exists() {
-            match umount2(&pin, MntFlags::MNT_DETACH) {
-                Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
-                Err(e) => return Err(std::io::Error::from(e)).ctx("unmount", &pin),
-            }
-            std::fs::remove_file(&pin).ctx("remove", &pin)?;
+            unpin(&pin)?;
         }
         if own_cgroup {
             cgroup::remove_pod(&self.cfg, id);
@@ -491,6 +519,15 @@ impl Runtime {
         out.sort_by_key(|s| s.created_at_ns);
         Ok(out)
     }
+}
+
+/// Unmount a pinned network namespace and remove its file.
+pub(crate) fn unpin(pin: &Path) -> Result<()> {
+    match umount2(pin, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => return Err(std::io::Error::from(e)).ctx("unmount", pin),
+    }
+    std::fs::remove_file(pin).ctx("remove", pin)
 }
 
 /// `CNI_ARGS` as Kubernetes runtimes pass them.

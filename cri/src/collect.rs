@@ -1,0 +1,68 @@
+//! Reconciling CRI records with the runtime's state after a crash. The
+//! runtime makes a sandbox before CRI records it, and CRI forgets it only
+//! after the runtime removed it; a crash between the two leaves:
+//! - a runtime sandbox with no record (pause running, network namespace
+//!   pinned, an address allocated): no client can see it, so it is
+//!   removed here, with its CNI DEL — unless its creator, perhaps in
+//!   another process, still claims it;
+//! - a record whose runtime sandbox is gone (a removal cut short): the
+//!   record and those of its containers are removed.
+//!
+//! Runs whenever a [`crate::CriService`] opens the state (a restarted
+//! daemon, the next CLI command), after the runtime's own collection of
+//! half-created objects.
+
+use podctl_runtime::Runtime;
+
+use crate::image_volume;
+use crate::records::Records;
+
+/// What one pass removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Collected {
+    pub unrecorded_sandboxes: usize,
+    pub orphan_records: usize,
+}
+
+pub(crate) fn collect(runtime: &Runtime, records: &Records) -> Collected {
+    let mut out = Collected::default();
+    let known: std::collections::HashSet<String> =
+        records.sandboxes().into_iter().map(|r| r.id).collect();
+    for sb in runtime.list_sandboxes().unwrap_or_default() {
+        if known.contains(&sb.id) {
+            continue;
+        }
+        let recorded = || records.sandbox(&sb.id).is_ok();
+        match runtime.remove_sandbox_unclaimed(&sb.id, recorded) {
+            Ok(true) => {
+                tracing::warn!(id = %sb.id, "removed a sandbox a crash left unrecorded");
+                out.unrecorded_sandboxes += 1;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(id = %sb.id, error = %e, "removing an unrecorded sandbox"),
+        }
+    }
+    for rec in records.sandboxes() {
+        if runtime.sandbox_exists(&rec.id) {
+            continue;
+        }
+        for c in records
+            .containers()
+            .into_iter()
+            .filter(|c| c.sandbox_id == rec.id)
+        {
+            if runtime.container_status(&c.id).is_ok() {
+                continue;
+            }
+            image_volume::release(&c.image_volumes);
+            if records.remove_container(&c.id).is_ok() {
+                out.orphan_records += 1;
+            }
+        }
+        tracing::warn!(id = %rec.id, "forgetting a sandbox whose removal was cut short");
+        if records.remove_sandbox(&rec.id).is_ok() {
+            out.orphan_records += 1;
+        }
+    }
+    out
+}
