@@ -191,6 +191,7 @@ impl CriService {
         let sid = id.clone();
         self.blocking(move |i| Ok(i.runtime.remove_sandbox(&sid)?))
             .await?;
+        podctl_runtime::failpoint::hit("remove_pod_sandbox.runtime_removed");
         self.inner.records.remove_sandbox(&id)
     }
 

@@ -82,20 +82,29 @@ fn runtime(daemon: &Daemon) -> RuntimeServiceClient<Channel> {
     RuntimeServiceClient::new(block_on(channel(&daemon.socket)))
 }
 
-/// CreateContainer on a daemon set to die at `point`: the call fails and
-/// the daemon is gone.
-fn create_and_die(daemon: &mut Daemon, point: &str, sb: &str, sc: &proto::PodSandboxConfig) {
+/// Run `call` on a daemon set to die at `point`: the call fails and the
+/// daemon is gone.
+fn cut<T: std::fmt::Debug, F>(daemon: &mut Daemon, point: &str, call: F)
+where
+    F: FnOnce(RuntimeServiceClient<Channel>) -> Result<T, tonic::Status>,
+{
     daemon.respawn(&[("PODCTL_CRASH_AT", point)]);
-    let mut rt = runtime(daemon);
-    let cfg = container_config("victim", &daemon_image(daemon), "sleep 1000");
-    let r = block_on(rt.create_container(proto::CreateContainerRequest {
-        pod_sandbox_id: sb.into(),
-        config: Some(cfg),
-        sandbox_config: Some(sc.clone()),
-    }));
-    assert!(r.is_err(), "{point}: CreateContainer answered {r:?}");
+    let r = call(runtime(daemon));
+    assert!(r.is_err(), "{point}: the call answered {r:?}");
     let st = ok(daemon.child.wait());
     assert!(!st.success(), "{point}: the daemon did not die ({st})");
+}
+
+/// CreateContainer on a daemon set to die at `point`.
+fn create_and_die(daemon: &mut Daemon, point: &str, sb: &str, sc: &proto::PodSandboxConfig) {
+    let cfg = container_config("victim", &daemon_image(daemon), "sleep 1000");
+    cut(daemon, point, |mut rt| {
+        block_on(rt.create_container(proto::CreateContainerRequest {
+            pod_sandbox_id: sb.into(),
+            config: Some(cfg),
+            sandbox_config: Some(sc.clone()),
+        }))
+    });
 }
 
 /// The busybox image the test pulled (kept in the daemon's directory).
@@ -197,19 +206,14 @@ impl Drop for Reap {
     }
 }
 
-/// RunPodSandbox on a daemon set to die at `point`: the call fails and the
-/// daemon is gone.
+/// RunPodSandbox on a daemon set to die at `point`.
 fn run_sandbox_and_die(daemon: &mut Daemon, point: &str, sc: &proto::PodSandboxConfig) {
-    daemon.respawn(&[("PODCTL_CRASH_AT", point)]);
-    let r = block_on(
-        runtime(daemon).run_pod_sandbox(proto::RunPodSandboxRequest {
+    cut(daemon, point, |mut rt| {
+        block_on(rt.run_pod_sandbox(proto::RunPodSandboxRequest {
             config: Some(sc.clone()),
             runtime_handler: String::new(),
-        }),
-    );
-    assert!(r.is_err(), "{point}: RunPodSandbox answered {r:?}");
-    let st = ok(daemon.child.wait());
-    assert!(!st.success(), "{point}: the daemon did not die ({st})");
+        }))
+    });
 }
 
 #[test]
@@ -288,6 +292,201 @@ fn run_pod_sandbox_cut_at_each_crash_point_leaves_nothing() {
     );
     assert_eq!(entries(&sandboxes), Vec::<PathBuf>::new());
     drop(daemon);
+    println!(
+        "crash points covered: {} ({})",
+        points.len(),
+        points.join(", ")
+    );
+    drop(reg);
+}
+
+/// A container's CRI state and start time.
+fn state_of(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> (i32, i64) {
+    let st = ok(block_on(rt.container_status(
+        proto::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        },
+    )))
+    .into_inner()
+    .status
+    .unwrap_or_default();
+    (st.state, st.started_at)
+}
+
+fn echo(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Vec<u8> {
+    ok(block_on(rt.exec_sync(proto::ExecSyncRequest {
+        container_id: id.into(),
+        cmd: vec!["echo".into(), "alive".into()],
+        timeout: 10,
+    })))
+    .into_inner()
+    .stdout
+}
+
+/// Creates a container (not started) in `sb`.
+fn create(daemon: &Daemon, sb: &str, sc: &proto::PodSandboxConfig, name: &str) -> String {
+    let cfg = container_config(name, &daemon_image(daemon), "sleep 1000");
+    ok(block_on(runtime(daemon).create_container(
+        proto::CreateContainerRequest {
+            pod_sandbox_id: sb.into(),
+            config: Some(cfg),
+            sandbox_config: Some(sc.clone()),
+        },
+    )))
+    .into_inner()
+    .container_id
+}
+
+fn start(id: &str) -> impl FnOnce(RuntimeServiceClient<Channel>) -> Result<(), tonic::Status> + '_ {
+    move |mut rt| {
+        block_on(rt.start_container(proto::StartContainerRequest {
+            container_id: id.into(),
+        }))
+        .map(drop)
+    }
+}
+
+fn stop_sb(
+    id: &str,
+) -> impl FnOnce(RuntimeServiceClient<Channel>) -> Result<(), tonic::Status> + '_ {
+    move |mut rt| {
+        block_on(rt.stop_pod_sandbox(proto::StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        }))
+        .map(drop)
+    }
+}
+
+fn remove_sb(
+    id: &str,
+) -> impl FnOnce(RuntimeServiceClient<Channel>) -> Result<(), tonic::Status> + '_ {
+    move |mut rt| {
+        block_on(rt.remove_pod_sandbox(proto::RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        }))
+        .map(drop)
+    }
+}
+
+fn sandboxes(daemon: &Daemon) -> Vec<(String, i32)> {
+    ok(block_on(
+        runtime(daemon).list_pod_sandbox(proto::ListPodSandboxRequest::default()),
+    ))
+    .into_inner()
+    .items
+    .into_iter()
+    .map(|s| (s.id, s.state))
+    .collect()
+}
+
+#[test]
+fn start_stop_and_remove_cut_at_each_crash_point_finish_on_retry() {
+    let reg = ok(podctl_tests::registry::Registry::start());
+    let pubd = ok(podctl_tests::fixtures::publish(&reg, None));
+    let parent = podctl_tests::unique_name("podctl-crash");
+    let mut daemon = start_daemon_with(&pubd, &format!("/{parent}"));
+    ok(std::fs::write(
+        daemon.dir.path().join("image"),
+        &pubd.busybox,
+    ));
+    let logs = daemon.dir.path().join("pod-logs");
+    ok(std::fs::create_dir_all(&logs));
+    let sc = sandbox_config("life", 0, &logs);
+    let sb = block_on(async {
+        let ch = channel(&daemon.socket).await;
+        pull(&mut ImageServiceClient::new(ch.clone()), &pubd.busybox).await;
+        run_sandbox(&mut RuntimeServiceClient::new(ch), &sc).await
+    });
+    let created = proto::ContainerState::ContainerCreated as i32;
+    let running = proto::ContainerState::ContainerRunning as i32;
+    let mut points = vec![];
+
+    // Cut after the launch: still created; a new start runs it.
+    let c1 = create(&daemon, &sb, &sc, "one");
+    points.push("start_container.launched");
+    cut(&mut daemon, "start_container.launched", start(&c1));
+    daemon.respawn(&[]);
+    let mut rt = runtime(&daemon);
+    assert_eq!(state_of(&mut rt, &c1).0, created);
+    ok(start(&c1)(rt.clone()));
+    assert_eq!(state_of(&mut rt, &c1).0, running);
+    assert_eq!(echo(&mut rt, &c1), b"alive\n");
+
+    // Cut after the start: running, with its start time; a retried start
+    // records it and changes nothing else.
+    let c2 = create(&daemon, &sb, &sc, "two");
+    points.push("start_container.started");
+    cut(&mut daemon, "start_container.started", start(&c2));
+    daemon.respawn(&[]);
+    let mut rt = runtime(&daemon);
+    let (state, at) = state_of(&mut rt, &c2);
+    assert_eq!(state, running);
+    assert!(at > 0, "no start time: {at}");
+    ok(start(&c2)(rt.clone()));
+    assert_eq!(state_of(&mut rt, &c2), (running, at));
+    assert_eq!(echo(&mut rt, &c2), b"alive\n");
+
+    // Cut after CNI DEL: a retried stop finishes, the address is free.
+    points.push("stop_sandbox.network_detached");
+    cut(&mut daemon, "stop_sandbox.network_detached", stop_sb(&sb));
+    daemon.respawn(&[]);
+    ok(stop_sb(&sb)(runtime(&daemon)));
+    let not_ready = proto::PodSandboxState::SandboxNotready as i32;
+    assert_eq!(sandboxes(&daemon), vec![(sb.clone(), not_ready)]);
+    assert_eq!(ipam_allocations(&daemon), Vec::<String>::new());
+
+    // Cut inside the runtime's removal: still listed; a retry removes it.
+    points.push("remove_sandbox.containers_removed");
+    cut(
+        &mut daemon,
+        "remove_sandbox.containers_removed",
+        remove_sb(&sb),
+    );
+    daemon.respawn(&[]);
+    assert_eq!(sandboxes(&daemon), vec![(sb.clone(), not_ready)]);
+    ok(remove_sb(&sb)(runtime(&daemon)));
+    assert_eq!(sandboxes(&daemon), vec![]);
+
+    // Cut between the runtime's removal and the record's: the restarted
+    // daemon forgets the record.
+    let sb2 = block_on(run_sandbox(
+        &mut runtime(&daemon),
+        &sandbox_config("gone", 0, &logs),
+    ));
+    ok(stop_sb(&sb2)(runtime(&daemon)));
+    points.push("remove_pod_sandbox.runtime_removed");
+    cut(
+        &mut daemon,
+        "remove_pod_sandbox.runtime_removed",
+        remove_sb(&sb2),
+    );
+    daemon.respawn(&[]);
+    assert_eq!(sandboxes(&daemon), vec![]);
+    let cri = daemon.dir.path().join("state/cri");
+    assert_eq!(entries(&cri.join("sandboxes")), Vec::<PathBuf>::new());
+    assert_eq!(entries(&cri.join("containers")), Vec::<PathBuf>::new());
+
+    assert_eq!(
+        podctl_tests::mounts_under(daemon.dir.path()),
+        Vec::<String>::new()
+    );
+    assert_eq!(pause_pids(&daemon), Vec::<i32>::new());
+    assert_eq!(ipam_allocations(&daemon), Vec::<String>::new());
+    assert_eq!(state_entries(&daemon), Vec::<PathBuf>::new());
+    assert_eq!(
+        entries(&daemon.dir.path().join("state/sandboxes")),
+        Vec::<PathBuf>::new()
+    );
+    drop(daemon);
+    let parents: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|c| c.path().join(&parent))
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(parents, Vec::<PathBuf>::new());
     println!(
         "crash points covered: {} ({})",
         points.len(),

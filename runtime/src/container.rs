@@ -13,6 +13,7 @@ use podctl_shim::ExitRecord;
 
 use crate::config::RuntimeConfig;
 use crate::error::{IoContext, Result, RuntimeError};
+use crate::launch::Begun;
 use crate::{cgroup, lock, rootfs, shim, spec, user};
 
 /// Resource limits (cgroup).
@@ -345,14 +346,25 @@ impl Runtime {
             });
         }
         let root = self.libcontainer_root().display().to_string();
-        let started = self
-            .launch(id, &m)
-            .and_then(|()| shim::run(&self.shim, id, "start", &["--id", id, "--root", &root]))
-            .map(drop);
+        let start = || {
+            crate::failpoint::hit("start_container.launched");
+            shim::run(&self.shim, id, "start", &["--id", id, "--root", &root]).map(drop)
+        };
+        // A start a crash cut short is finished, not repeated.
+        let started = match self.begun(id) {
+            Begun::Started(at) => {
+                tracing::info!(%id, "recording a start a crash cut short");
+                m.started_at_ns = at;
+                return self.save_meta(id, &m);
+            }
+            Begun::Launched => start(),
+            Begun::No => self.launch(id, &m).and_then(|()| start()),
+        };
         if let Err(e) = started {
             self.start_failed(id, &e);
             return Err(e);
         }
+        crate::failpoint::hit("start_container.started");
         m.started_at_ns = now_ns();
         self.save_meta(id, &m)?;
         tracing::info!(%id, "container started");

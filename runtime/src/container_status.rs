@@ -30,7 +30,14 @@ impl Runtime {
             }
             e => e,
         };
-        let (state, reason) = match (&exit, alive, m.started_at_ns) {
+        let mut started_at_ns = m.started_at_ns;
+        if started_at_ns == 0 && alive {
+            // Started, but a crash cut the start before it was recorded.
+            if let crate::launch::Begun::Started(at) = self.begun(id) {
+                started_at_ns = at;
+            }
+        }
+        let (state, reason) = match (&exit, alive, started_at_ns) {
             (Some(e), _, _) if e.reason.is_some() => {
                 (ContainerState::Exited, e.reason.as_deref().unwrap_or(""))
             }
@@ -52,7 +59,7 @@ impl Runtime {
             state,
             pid: if alive { pid } else { None },
             created_at_ns: m.created_at_ns,
-            started_at_ns: m.started_at_ns,
+            started_at_ns,
             finished_at_ns: exit.as_ref().map(|e| e.finished_at_ns).unwrap_or(0),
             exit_code: exit.as_ref().map(|e| e.exit_code),
             reason: reason.into(),

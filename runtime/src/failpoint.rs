@@ -9,6 +9,15 @@
 //! - `run_sandbox.network_attached`: CNI ADD done, its result not saved;
 //! - `run_sandbox.runtime_created` (CRI): the runtime's sandbox is
 //!   complete, the CRI record is not written;
+//! - `start_container.launched`: monitor and init made, not started;
+//! - `start_container.started`: the user's process started, the start
+//!   time not recorded;
+//! - `stop_sandbox.network_detached`: CNI DEL done, pause not killed, the
+//!   sandbox not marked stopped;
+//! - `remove_sandbox.containers_removed`: the pod's containers removed,
+//!   its namespace pin and state not;
+//! - `remove_pod_sandbox.runtime_removed` (CRI): the runtime's sandbox
+//!   removed, the CRI record not;
 //! - `create_container.rootfs_mounted`: the runtime mounted the overlay,
 //!   no `meta.json` yet;
 //! - `create_container.runtime_created`: the runtime's container exists,

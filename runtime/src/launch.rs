@@ -12,6 +12,18 @@ use crate::container::{Meta, Runtime};
 use crate::error::{Result, RuntimeError};
 use crate::{cgroup, shim};
 
+/// How far a StartContainer got, from libcontainer's state: a crash of
+/// the daemon may cut it after the launch or after the start.
+pub(crate) enum Begun {
+    /// Not launched (or a launch cut in the middle, which a new start
+    /// replaces).
+    No,
+    /// Monitor and init made, the user's process not started.
+    Launched,
+    /// The user's process was started, at this time (ns).
+    Started(i64),
+}
+
 /// The exit code of a container that could not be started (containerd's).
 pub const START_ERROR_CODE: i32 = 128;
 pub const START_ERROR: &str = "StartError";
@@ -59,6 +71,31 @@ impl Runtime {
             std::thread::sleep(std::time::Duration::from_micros(500));
         }
         Ok(())
+    }
+
+    /// How far a start of this container got ([`Begun`]). libcontainer
+    /// saves its state as `running` right after the start, so the state
+    /// file's modification time is the start time.
+    pub(crate) fn begun(&self, id: &str) -> Begun {
+        let p = self.libcontainer_root().join(id).join("state.json");
+        let Ok(b) = std::fs::read(&p) else {
+            return Begun::No;
+        };
+        let status = serde_json::from_slice::<serde_json::Value>(&b)
+            .ok()
+            .and_then(|v| v["status"].as_str().map(str::to_string));
+        match status.as_deref() {
+            Some("created") => Begun::Launched,
+            Some("running" | "stopped" | "paused") => {
+                let at = std::fs::metadata(&p)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or_else(now_ns, |d| d.as_nanos() as i64);
+                Begun::Started(at)
+            }
+            _ => Begun::No,
+        }
     }
 
     /// The start failed: clear what the launch left and record the

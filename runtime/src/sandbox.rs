@@ -418,6 +418,7 @@ impl Runtime {
                 }
             }
         }
+        crate::failpoint::hit("stop_sandbox.network_detached");
         if let Ok(pid) = read_pid(&self.sandbox_dir(id).join(PAUSE_PID)) {
             if process_alive(pid) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -452,6 +453,7 @@ impl Runtime {
         for c in self.pod_containers(id)? {
             self.remove_container(&c.id)?;
         }
+        crate::failpoint::hit("remove_sandbox.containers_removed");
         let _l = lock::exclusive(&self.locks(), id)?;
         let pin = self.netns_pin(id);
         if pin.exists() {
