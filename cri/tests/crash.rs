@@ -1,4 +1,5 @@
-//! Crash consistency of `podctl serve`: the daemon dies (abort, as a
+//! Crash consistency of `podctl serve` (cgroupfs here; the `_systemd`
+//! variants run in the VM with the systemd driver): the daemon dies (abort, as a
 //! SIGKILL would stop it) at named crash points of RunPodSandbox and
 //! CreateContainer (`PODCTL_CRASH_AT`, see podctl_runtime::failpoint); a
 //! restarted daemon finds and cleans what the crash left, pods still work,
@@ -13,7 +14,7 @@ use std::process::Command;
 
 use common::{
     channel, container_config, ok, pull, run_container, run_sandbox, sandbox_config,
-    start_daemon_with, Daemon,
+    start_daemon_in, Daemon, Driver, Parent,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
@@ -114,10 +115,21 @@ fn daemon_image(daemon: &Daemon) -> String {
 
 #[test]
 fn create_container_cut_at_each_crash_point_leaves_nothing() {
+    create_container_cut_at_each_crash_point_leaves_nothing_with(Driver::Cgroupfs);
+}
+
+/// The same with the systemd driver, in the VM (tests/vm/suite.sh).
+#[test]
+#[ignore = "VM only: systemd as PID 1 (tests/vm)"]
+fn create_container_cut_at_each_crash_point_leaves_nothing_systemd() {
+    create_container_cut_at_each_crash_point_leaves_nothing_with(Driver::Systemd);
+}
+
+fn create_container_cut_at_each_crash_point_leaves_nothing_with(driver: Driver) {
     let reg = ok(podctl_tests::registry::Registry::start());
     let pubd = ok(podctl_tests::fixtures::publish(&reg, None));
-    let parent = podctl_tests::unique_name("podctl-crash");
-    let mut daemon = start_daemon_with(&pubd, &format!("/{parent}"));
+    let parent = Parent::new(driver);
+    let mut daemon = start_daemon_in(&pubd, &parent);
     ok(std::fs::write(
         daemon.dir.path().join("image"),
         &pubd.busybox,
@@ -180,14 +192,7 @@ fn create_container_cut_at_each_crash_point_leaves_nothing() {
     let socket = daemon.socket.clone();
     drop(daemon);
     assert!(!socket.exists());
-    let parents: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|c| c.path().join(&parent))
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(parents, Vec::<PathBuf>::new());
+    assert_eq!(parent.left_after_stop(), Vec::<PathBuf>::new());
     println!("crash points covered: 2 (create_container.rootfs_mounted, create_container.runtime_created)");
     drop(reg);
 }
@@ -218,10 +223,21 @@ fn run_sandbox_and_die(daemon: &mut Daemon, point: &str, sc: &proto::PodSandboxC
 
 #[test]
 fn run_pod_sandbox_cut_at_each_crash_point_leaves_nothing() {
+    run_pod_sandbox_cut_at_each_crash_point_leaves_nothing_with(Driver::Cgroupfs);
+}
+
+/// The same with the systemd driver, in the VM (tests/vm/suite.sh).
+#[test]
+#[ignore = "VM only: systemd as PID 1 (tests/vm)"]
+fn run_pod_sandbox_cut_at_each_crash_point_leaves_nothing_systemd() {
+    run_pod_sandbox_cut_at_each_crash_point_leaves_nothing_with(Driver::Systemd);
+}
+
+fn run_pod_sandbox_cut_at_each_crash_point_leaves_nothing_with(driver: Driver) {
     let reg = ok(podctl_tests::registry::Registry::start());
     let pubd = ok(podctl_tests::fixtures::publish(&reg, None));
-    let parent = podctl_tests::unique_name("podctl-crash");
-    let mut daemon = start_daemon_with(&pubd, &format!("/{parent}"));
+    let parent = Parent::new(driver);
+    let mut daemon = start_daemon_in(&pubd, &parent);
     let logs = daemon.dir.path().join("pod-logs");
     ok(std::fs::create_dir_all(&logs));
     let netns = daemon.dir.path().join("state/netns");
@@ -382,10 +398,21 @@ fn sandboxes(daemon: &Daemon) -> Vec<(String, i32)> {
 
 #[test]
 fn start_stop_and_remove_cut_at_each_crash_point_finish_on_retry() {
+    start_stop_and_remove_cut_at_each_crash_point_finish_on_retry_with(Driver::Cgroupfs);
+}
+
+/// The same with the systemd driver, in the VM (tests/vm/suite.sh).
+#[test]
+#[ignore = "VM only: systemd as PID 1 (tests/vm)"]
+fn start_stop_and_remove_cut_at_each_crash_point_finish_on_retry_systemd() {
+    start_stop_and_remove_cut_at_each_crash_point_finish_on_retry_with(Driver::Systemd);
+}
+
+fn start_stop_and_remove_cut_at_each_crash_point_finish_on_retry_with(driver: Driver) {
     let reg = ok(podctl_tests::registry::Registry::start());
     let pubd = ok(podctl_tests::fixtures::publish(&reg, None));
-    let parent = podctl_tests::unique_name("podctl-crash");
-    let mut daemon = start_daemon_with(&pubd, &format!("/{parent}"));
+    let parent = Parent::new(driver);
+    let mut daemon = start_daemon_in(&pubd, &parent);
     ok(std::fs::write(
         daemon.dir.path().join("image"),
         &pubd.busybox,
@@ -479,14 +506,7 @@ fn start_stop_and_remove_cut_at_each_crash_point_finish_on_retry() {
         Vec::<PathBuf>::new()
     );
     drop(daemon);
-    let parents: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|c| c.path().join(&parent))
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(parents, Vec::<PathBuf>::new());
+    assert_eq!(parent.left_after_stop(), Vec::<PathBuf>::new());
     println!(
         "crash points covered: {} ({})",
         points.len(),

@@ -129,13 +129,18 @@ pub fn start_daemon(pubd: &Published) -> Daemon {
 
 /// A `podctl serve` whose pods go under the cgroup parent `parent`.
 pub fn start_daemon_with(pubd: &Published, parent: &str) -> Daemon {
+    start_with_config(pubd, &format!("cgroup_parent = \"{parent}\"\n"))
+}
+
+/// A `podctl serve` with `extra` configuration lines.
+fn start_with_config(pubd: &Published, extra: &str) -> Daemon {
     let Setup {
         dir,
         config: _,
         socket,
         bridge,
         subnet,
-    } = setup(pubd, &format!("cgroup_parent = \"{parent}\"\n"));
+    } = setup(pubd, extra);
     let child = spawn_daemon(dir.path(), &socket, &[]);
     Daemon {
         dir,
@@ -185,6 +190,102 @@ impl Daemon {
         let _ = self.child.wait();
         self.child = spawn_daemon(self.dir.path(), &self.socket, env);
     }
+}
+
+/// The cgroup driver a test daemon runs with: cgroupfs on build hosts,
+/// systemd in the VM of tests/vm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    Cgroupfs,
+    Systemd,
+}
+
+/// A test daemon's own cgroup parent (a name without dashes: systemd
+/// nests slices by dashes).
+pub struct Parent {
+    pub driver: Driver,
+    pub name: String,
+}
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+impl Parent {
+    pub fn new(driver: Driver) -> Self {
+        Parent {
+            driver,
+            name: podctl_tests::unique_name("ptest"),
+        }
+    }
+
+    /// The daemon's configuration lines for it.
+    pub fn config(&self) -> String {
+        match self.driver {
+            Driver::Cgroupfs => format!("cgroup_parent = \"/{}\"\n", self.name),
+            Driver::Systemd => format!(
+                "cgroup_driver = \"systemd\"\ncgroup_parent = \"{}.slice\"\n",
+                self.name
+            ),
+        }
+    }
+
+    /// The parent's directories, in every hierarchy (existing or not).
+    fn roots(&self) -> Vec<PathBuf> {
+        let root = Path::new(CGROUP_ROOT);
+        match self.driver {
+            Driver::Systemd => vec![root.join(format!("{}.slice", self.name))],
+            Driver::Cgroupfs => std::iter::once(root.to_path_buf())
+                .chain(
+                    std::fs::read_dir(root)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir()),
+                )
+                .map(|h| h.join(&self.name))
+                .collect(),
+        }
+    }
+
+    /// Processes in cgroups at or below the parent, as `cgroup: pid`.
+    pub fn processes(&self) -> Vec<String> {
+        fn walk(d: &Path, out: &mut Vec<String>) {
+            if let Ok(p) = std::fs::read_to_string(d.join("cgroup.procs")) {
+                out.extend(p.lines().map(|l| format!("{}: {l}", d.display())));
+            }
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    walk(&e.path(), out);
+                }
+            }
+        }
+        let mut out = vec![];
+        for r in self.roots() {
+            walk(&r, &mut out);
+        }
+        out
+    }
+
+    /// What a stopped daemon must not leave: with cgroupfs the parent
+    /// itself in any hierarchy (the daemon removes it once empty); with
+    /// systemd any cgroup below the parent slice (systemd owns the slice).
+    pub fn left_after_stop(&self) -> Vec<PathBuf> {
+        match self.driver {
+            Driver::Cgroupfs => self.roots().into_iter().filter(|p| p.is_dir()).collect(),
+            Driver::Systemd => self
+                .roots()
+                .iter()
+                .flat_map(|r| std::fs::read_dir(r).into_iter().flatten().flatten())
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect(),
+        }
+    }
+}
+
+/// A `podctl serve` whose pods go under `parent`.
+pub fn start_daemon_in(pubd: &Published, parent: &Parent) -> Daemon {
+    start_with_config(pubd, &parent.config())
 }
 
 /// A daemon's directories and configuration file, not yet started.
