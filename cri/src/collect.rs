@@ -10,12 +10,50 @@
 //!
 //! Runs whenever a [`crate::CriService`] opens the state (a restarted
 //! daemon, the next CLI command), after the runtime's own collection of
-//! half-created objects.
+//! half-created objects, and in a daemon every `gc_interval_secs` (a CLI
+//! or standalone supervisor sharing the state may crash while the daemon
+//! lives on).
+
+use std::time::Duration;
 
 use podctl_runtime::Runtime;
 
 use crate::image_volume;
 use crate::records::Records;
+use crate::service::CriService;
+
+impl CriService {
+    /// Collect, every `gc_interval_secs` of the configuration, what
+    /// crashed processes sharing the state left; for a daemon's life.
+    /// Nothing when the interval is 0.
+    pub fn collect_periodically(&self) {
+        let secs = self.config().gc_interval_secs;
+        if secs == 0 {
+            return;
+        }
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(secs));
+            tick.tick().await; // the first pass ran when the service opened
+            loop {
+                tick.tick().await;
+                let pass = svc
+                    .blocking(|i| {
+                        let containers = i.runtime.collect_half_created();
+                        Ok((containers, collect(&i.runtime, &i.records)))
+                    })
+                    .await;
+                match pass {
+                    Ok((0, c)) if c == Collected::default() => {}
+                    Ok((half_created, collected)) => {
+                        tracing::info!(half_created, ?collected, "collected what a crash left")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "periodic collection"),
+                }
+            }
+        });
+    }
+}
 
 /// What one pass removed.
 #[derive(Debug, Default, PartialEq, Eq)]

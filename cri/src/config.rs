@@ -13,6 +13,7 @@
 //! sandbox_image = "registry.k8s.io/pause:3.10"  # reported pinned; never pulled
 //! pids_limit = 0                    # pids.max per container (0: unlimited)
 //! pod_pids_limit = 0                # pids.max per pod cgroup (0: unlimited)
+//! gc_interval_secs = 300            # collect what crashed processes left (0: only at start)
 //!
 //! [cni]
 //! conf_dir = "/etc/cni/net.d"
@@ -72,6 +73,9 @@ pub struct CriConfig {
     /// pids.max of every pod's cgroup (the kubelet's `podPidsLimit`);
     /// 0: unlimited.
     pub pod_pids_limit: i64,
+    /// Seconds between two collections of what crashed processes sharing
+    /// the state left (a CLI killed mid-create); 0: only at start.
+    pub gc_interval_secs: u64,
     /// The shim binary (next to the daemon's executable when unset).
     pub shim: Option<PathBuf>,
     pub cni: CniSection,
@@ -93,6 +97,7 @@ impl Default for CriConfig {
             sandbox_image: "registry.k8s.io/pause:3.10".into(),
             pids_limit: 0,
             pod_pids_limit: 0,
+            gc_interval_secs: 300,
             shim: None,
             cni: CniSection::default(),
             registry: RegistryConfig::default(),

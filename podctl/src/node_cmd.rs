@@ -94,6 +94,7 @@ pub async fn node(a: NodeArgs, log_root: PathBuf) -> anyhow::Result<()> {
     let pods_root = cfg.root.join("pods");
     let svc = CriService::new(cfg).context("opening the runtime and image store")?;
     crate::stream::start(&svc).await?;
+    svc.collect_periodically();
     let listener = server::bind(&socket)?;
     let _socket = server::SocketFile::new(&socket);
     let cri_server = tokio::spawn(server::serve(

@@ -40,6 +40,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let socket = cfg.socket.clone();
     let svc = CriService::new(cfg).context("opening the runtime and image store")?;
     crate::stream::start(&svc).await?;
+    svc.collect_periodically();
     let listener = server::bind(&socket)?;
     let _socket = server::SocketFile::new(&socket);
     let runtime = svc.runtime().clone();
