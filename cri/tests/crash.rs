@@ -1,11 +1,12 @@
 //! Crash consistency of `podctl serve` (cgroupfs here; the `_systemd`
-//! variants run in the VM with the systemd driver): the daemon dies (abort, as a
-//! SIGKILL would stop it) at named crash points of RunPodSandbox and
-//! CreateContainer (`PODCTL_CRASH_AT`, see podctl_runtime::failpoint); a
-//! restarted daemon finds and cleans what the crash left, pods still work,
-//! and once they are removed and the daemon stopped nothing is left: no
-//! mount, no pause process, no address allocated, no state, no socket, no
-//! cgroup parent.
+//! variants run in the VM with the systemd driver): the daemon dies (a
+//! SIGKILL it sends itself) at named crash points of RunPodSandbox,
+//! CreateContainer, StartContainer, StopPodSandbox and RemovePodSandbox
+//! (`PODCTL_CRASH_AT`, see podctl_runtime::failpoint); a restarted daemon
+//! finds and cleans what the crash left or finishes the call when it is
+//! retried, pods still work, and once they are removed and the daemon
+//! stopped nothing is left: no mount, no pause process, no address
+//! allocated, no state, no socket, no cgroup parent.
 
 mod common;
 
@@ -92,6 +93,15 @@ where
     daemon.respawn(&[("PODCTL_CRASH_AT", point)]);
     let r = call(runtime(daemon));
     assert!(r.is_err(), "{point}: the call answered {r:?}");
+    // A call that failed before the point leaves the daemon alive.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ok(daemon.child.try_wait()).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{point}: the daemon did not die; the call said {r:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let st = ok(daemon.child.wait());
     assert!(!st.success(), "{point}: the daemon did not die ({st})");
 }

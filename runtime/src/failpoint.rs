@@ -1,7 +1,8 @@
 //! Named crash points for the crash-consistency tests: when the process's
-//! `PODCTL_CRASH_AT` names the point reached, the process aborts there, as
-//! a SIGKILL at that moment would stop it. Unset (always, outside tests),
-//! a point costs one load of a cached flag.
+//! `PODCTL_CRASH_AT` names the point reached, the process sends itself a
+//! SIGKILL there (no unwinding, no handler, no core dump: a core of a
+//! large process takes minutes where systemd-coredump collects it). Unset
+//! (always, outside tests), a point costs one load of a cached flag.
 //!
 //! Points (the step just done when the process dies):
 //! - `run_sandbox.pause_started`: pause runs, its network namespace is not
@@ -28,12 +29,13 @@ use std::sync::OnceLock;
 /// The environment variable naming the point to die at.
 pub const ENV: &str = "PODCTL_CRASH_AT";
 
-/// Abort the process if `PODCTL_CRASH_AT` is `point`.
+/// Kill the process if `PODCTL_CRASH_AT` is `point`.
 pub fn hit(point: &str) {
     static AT: OnceLock<Option<String>> = OnceLock::new();
     let at = AT.get_or_init(|| std::env::var(ENV).ok().filter(|v| !v.is_empty()));
     if at.as_deref() == Some(point) {
-        tracing::error!(point, "crash point reached: aborting ({ENV})");
+        tracing::error!(point, "crash point reached: SIGKILL ({ENV})");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
         std::process::abort();
     }
 }
