@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    channel, container_config, ok, pull, sandbox_config, start_daemon_in, Daemon, Driver, Parent,
+    channel, container_config, entries, ipam_allocations, ok, pull, sandbox_config,
+    start_daemon_in, Daemon, Driver, Parent,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
@@ -53,15 +54,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
-}
-
-fn entries(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect()
 }
 
 /// PIDs of running (not zombie) processes whose command line names `dir`,
@@ -277,17 +269,7 @@ fn churn(driver: Driver, rounds: u64) {
     let leaks = [
         ("mounts", podctl_tests::mounts_under(&dir)),
         ("netns pins", paths(entries(&state.join("netns")))),
-        (
-            "IPAM allocations",
-            paths(entries(&dir.join("ipam/podctl-cri-test")))
-                .into_iter()
-                .filter(|p| {
-                    p.rsplit('/')
-                        .next()
-                        .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
-                })
-                .collect(),
-        ),
+        ("IPAM allocations", ipam_allocations(&dir)),
         ("sandbox state", paths(entries(&state.join("sandboxes")))),
         ("container state", paths(entries(&state.join("containers")))),
         (

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::{
-    channel, container_config, ok, pull, run_container, run_sandbox, sandbox_config,
-    start_daemon_in, Daemon, Driver, Parent,
+    channel, container_config, entries, ok, pull, run_container, run_sandbox, running,
+    sandbox_config, start_daemon_in, Daemon, Driver, Parent,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
@@ -32,23 +32,8 @@ fn state_entries(daemon: &Daemon) -> Vec<PathBuf> {
     entries(&daemon.dir.path().join("state/containers"))
 }
 
-fn entries(dir: &std::path::Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect()
-}
-
-/// Addresses the host-local IPAM of the test's network has handed out
-/// (one file per address under `<dir>/ipam/<network>`).
 fn ipam_allocations(daemon: &Daemon) -> Vec<String> {
-    entries(&daemon.dir.path().join("ipam/podctl-cri-test"))
-        .into_iter()
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-        .collect()
+    common::ipam_allocations(daemon.dir.path())
 }
 
 /// PIDs in the sandboxes' `pause.pid` files.
@@ -58,14 +43,6 @@ fn pause_pids(daemon: &Daemon) -> Vec<i32> {
         .filter_map(|d| std::fs::read_to_string(d.join("pause.pid")).ok())
         .filter_map(|p| p.trim().parse().ok())
         .collect()
-}
-
-/// Whether `pid` runs (a zombie waiting for PID 1 does not).
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
-        .unwrap_or(false)
 }
 
 /// One tokio runtime for the whole test: a client's connection lives on it
@@ -118,6 +95,47 @@ fn create_and_die(daemon: &mut Daemon, point: &str, sb: &str, sc: &proto::PodSan
     });
 }
 
+/// A daemon with busybox pulled and one pod running.
+struct Scene {
+    reg: podctl_tests::registry::Registry,
+    pubd: podctl_tests::fixtures::Published,
+    parent: Parent,
+    daemon: Daemon,
+    logs: PathBuf,
+    sc: proto::PodSandboxConfig,
+    sb: String,
+}
+
+impl Scene {
+    fn new(driver: Driver, pod: &str) -> Self {
+        let reg = ok(podctl_tests::registry::Registry::start());
+        let pubd = ok(podctl_tests::fixtures::publish(&reg, None));
+        let parent = Parent::new(driver);
+        let daemon = start_daemon_in(&pubd, &parent);
+        ok(std::fs::write(
+            daemon.dir.path().join("image"),
+            &pubd.busybox,
+        ));
+        let logs = daemon.dir.path().join("pod-logs");
+        ok(std::fs::create_dir_all(&logs));
+        let sc = sandbox_config(pod, 0, &logs);
+        let sb = block_on(async {
+            let ch = channel(&daemon.socket).await;
+            pull(&mut ImageServiceClient::new(ch.clone()), &pubd.busybox).await;
+            run_sandbox(&mut RuntimeServiceClient::new(ch), &sc).await
+        });
+        Scene {
+            reg,
+            pubd,
+            parent,
+            daemon,
+            logs,
+            sc,
+            sb,
+        }
+    }
+}
+
 /// The busybox image the test pulled (kept in the daemon's directory).
 fn daemon_image(daemon: &Daemon) -> String {
     ok(std::fs::read_to_string(daemon.dir.path().join("image")))
@@ -136,22 +154,15 @@ fn create_container_cut_at_each_crash_point_leaves_nothing_systemd() {
 }
 
 fn create_container_cut_at_each_crash_point_leaves_nothing_with(driver: Driver) {
-    let reg = ok(podctl_tests::registry::Registry::start());
-    let pubd = ok(podctl_tests::fixtures::publish(&reg, None));
-    let parent = Parent::new(driver);
-    let mut daemon = start_daemon_in(&pubd, &parent);
-    ok(std::fs::write(
-        daemon.dir.path().join("image"),
-        &pubd.busybox,
-    ));
-    let logs = daemon.dir.path().join("pod-logs");
-    ok(std::fs::create_dir_all(&logs));
-    let sc = sandbox_config("crashy", 0, &logs);
-    let sb = block_on(async {
-        let ch = channel(&daemon.socket).await;
-        pull(&mut ImageServiceClient::new(ch.clone()), &pubd.busybox).await;
-        run_sandbox(&mut RuntimeServiceClient::new(ch), &sc).await
-    });
+    let Scene {
+        reg,
+        pubd,
+        parent,
+        mut daemon,
+        logs: _,
+        sc,
+        sb,
+    } = Scene::new(driver, "crashy");
 
     // Cut after the rootfs mount: a state directory without meta.json and
     // a mounted overlay, which a restarted daemon collects at once.
@@ -419,22 +430,15 @@ fn start_stop_and_remove_cut_at_each_crash_point_finish_on_retry_systemd() {
 }
 
 fn start_stop_and_remove_cut_at_each_crash_point_finish_on_retry_with(driver: Driver) {
-    let reg = ok(podctl_tests::registry::Registry::start());
-    let pubd = ok(podctl_tests::fixtures::publish(&reg, None));
-    let parent = Parent::new(driver);
-    let mut daemon = start_daemon_in(&pubd, &parent);
-    ok(std::fs::write(
-        daemon.dir.path().join("image"),
-        &pubd.busybox,
-    ));
-    let logs = daemon.dir.path().join("pod-logs");
-    ok(std::fs::create_dir_all(&logs));
-    let sc = sandbox_config("life", 0, &logs);
-    let sb = block_on(async {
-        let ch = channel(&daemon.socket).await;
-        pull(&mut ImageServiceClient::new(ch.clone()), &pubd.busybox).await;
-        run_sandbox(&mut RuntimeServiceClient::new(ch), &sc).await
-    });
+    let Scene {
+        reg,
+        pubd: _,
+        parent,
+        mut daemon,
+        logs,
+        sc,
+        sb,
+    } = Scene::new(driver, "life");
     let created = proto::ContainerState::ContainerCreated as i32;
     let running = proto::ContainerState::ContainerRunning as i32;
     let mut points = vec![];

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{channel, ok, sandbox_config, setup};
+use common::{channel, entries, ipam_allocations, ok, running, sandbox_config, setup};
 use podctl_cri::proto;
 use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
 
@@ -33,23 +33,6 @@ fn serve(config: &Path, socket: &Path, env: &[(&str, &str)], log: &Path) -> Chil
         std::thread::sleep(Duration::from_millis(20));
     }
     child
-}
-
-fn entries(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect()
-}
-
-/// Whether `pid` runs (a zombie waiting for PID 1 does not).
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
-        .unwrap_or(false)
 }
 
 struct Stop(Vec<Child>);
@@ -134,15 +117,7 @@ fn a_running_daemon_collects_what_a_crashed_neighbour_left() {
     assert!(pauses.iter().all(|p| !running(*p)), "pause survived");
     assert_eq!(podctl_tests::mounts_under(&netns), Vec::<String>::new());
     assert_eq!(entries(&netns), Vec::<PathBuf>::new());
-    let ipam: Vec<PathBuf> = entries(&d.join("ipam/podctl-cri-test"))
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
-        })
-        .collect();
-    assert_eq!(ipam, Vec::<PathBuf>::new());
+    assert_eq!(ipam_allocations(d), Vec::<String>::new());
     drop(procs);
     let _ = Command::new("ip").args(["link", "del", &s.bridge]).status();
     let parents: Vec<PathBuf> = entries(Path::new("/sys/fs/cgroup"))

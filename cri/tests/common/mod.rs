@@ -192,6 +192,34 @@ impl Daemon {
     }
 }
 
+/// Entries of a directory (none when it is missing).
+pub fn entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Whether `pid` runs (a zombie waiting for its reaper does not).
+pub fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Addresses the host-local IPAM of a test daemon's network (`setup`)
+/// has handed out: one file per address under `<dir>/ipam/<network>`.
+pub fn ipam_allocations(dir: &Path) -> Vec<String> {
+    entries(&dir.join("ipam/podctl-cri-test"))
+        .into_iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect()
+}
+
 /// The cgroup driver a test daemon runs with: cgroupfs on build hosts,
 /// systemd in the VM of tests/vm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
