@@ -15,6 +15,7 @@ mod run;
 mod serve;
 mod stream;
 mod supervise;
+mod supervisor_unit;
 
 use clap::Parser;
 

@@ -203,31 +203,48 @@ pub async fn supervise(ctx: &PodContext, dir: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Start a detached supervisor for the pod file in `dir`.
+/// Start a detached supervisor for the pod file in `dir`: a transient
+/// systemd unit on a systemd host (`supervisor_unit`), else a process in
+/// its own session.
 pub fn spawn(ctx: &PodContext, dir: &Path) -> anyhow::Result<()> {
+    use std::ffi::OsString;
     use std::os::unix::process::CommandExt as _;
     let exe = std::env::current_exe().context("finding podctl's own path")?;
+    let mut args: Vec<OsString> = vec![
+        "--root".into(),
+        ctx.images.root.clone().into(),
+        "--state-dir".into(),
+        ctx.state_dir.clone().into(),
+        "--cni-conf-dir".into(),
+        ctx.cni_conf_dir.clone().into(),
+        "--log-root".into(),
+        ctx.log_root.clone().into(),
+        "--log-level".into(),
+        std::env::var("PODCTL_SUPERVISOR_LOG")
+            .unwrap_or_else(|_| "info".into())
+            .into(),
+    ];
+    if let Some(r) = &ctx.images.registry_config {
+        args.extend(["--registry-config".into(), r.clone().into()]);
+    }
+    args.extend(["supervise".into(), dir.into()]);
     // Appended to: a replaced supervisor's log tells why it went.
+    let log_path = dir.join("supervisor.log");
+    if crate::supervisor_unit::wanted() {
+        match crate::supervisor_unit::start(dir, &exe, &args, &log_path) {
+            Ok(()) => return Ok(()),
+            // The unit is restarting its supervisor right now.
+            Err(_) if crate::supervisor_unit::alive(dir) => return Ok(()),
+            // Else a plain process (the lock keeps the supervisor single).
+            Err(e) => tracing::warn!(error = %e, "supervisor unit; starting a plain process"),
+        }
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join("supervisor.log"))?;
+        .open(&log_path)?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--root")
-        .arg(&ctx.images.root)
-        .arg("--state-dir")
-        .arg(&ctx.state_dir)
-        .arg("--cni-conf-dir")
-        .arg(&ctx.cni_conf_dir)
-        .arg("--log-root")
-        .arg(&ctx.log_root)
-        .arg("--log-level")
-        .arg(std::env::var("PODCTL_SUPERVISOR_LOG").unwrap_or_else(|_| "info".into()));
-    if let Some(r) = &ctx.images.registry_config {
-        cmd.arg("--registry-config").arg(r);
-    }
-    cmd.arg("supervise")
-        .arg(dir)
+    cmd.args(&args)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

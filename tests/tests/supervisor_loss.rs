@@ -134,3 +134,67 @@ fn a_killed_supervisor_is_replaced_and_rm_cleans_up() {
     assert_eq!(supervisors(&dir), Vec::<i32>::new());
     assert!(!dir.exists());
 }
+
+/// The systemd unit a process runs in (`…/<unit>.service` of its cgroup).
+fn unit_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.rsplit('/').next())
+        .find(|u| u.ends_with(".service"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// On a systemd host the supervisor is a transient unit with
+/// `Restart=on-failure`: killed, systemd starts it again by itself (no
+/// `podctl` command runs meanwhile), and the pod keeps running.
+#[test]
+#[ignore = "VM only: systemd as PID 1 (tests/vm)"]
+fn on_systemd_a_killed_supervisor_is_restarted_by_its_unit() {
+    let (_reg, pubd) = setup();
+    let env = Env::new(9);
+    env.run(
+        "unit",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: unit}}\nspec:\n  containers:\n  \
+             - name: app\n    image: {}\n    command: [sleep, '1000']\n",
+            pubd.busybox
+        ),
+    );
+    let dir = env.dir.path().join("run/pods/default_unit");
+    let first = supervisors(&dir);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let unit = unit_of(first[0]);
+    assert!(unit.starts_with("podctl-pod-default_unit-"), "{unit:?}");
+    println!("check: supervisor runs as {unit}");
+
+    kill_supervisor(&dir);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let second = loop {
+        let now = supervisors(&dir);
+        if now.len() == 1 && now[0] != first[0] {
+            break now[0];
+        }
+        assert!(Instant::now() < deadline, "not restarted: {now:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(unit_of(second), unit);
+    println!("check: systemd restarted it ({} -> {second})", first[0]);
+    env.until("unit", 60, |p| {
+        (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(())
+    });
+
+    // Removed: the supervisor exits 0 and its unit goes.
+    let (ok, out, err) = env.podctl(&["rm", "--timeout", "0", "unit"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(supervisors(&dir), Vec::<i32>::new());
+    let state = std::process::Command::new("systemctl")
+        .args(["show", "--property=ActiveState", "--value", &unit])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    assert_ne!(state, "active", "{unit} still active");
+    assert_ne!(state, "activating", "{unit} restarting after rm");
+    println!("check: after rm the unit is {state:?}");
+}

@@ -20,8 +20,8 @@ case "$deb" in
 *) echo "test.sh: the package must be inside $PWD to be seen by the guest: $deb" >&2; exit 1 ;;
 esac
 bins=()
-for t in systemd_node packaged_service crash; do
-	exe=$(cargo test -p podctl-cri --test "$t" --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p')
+for t in podctl-cri:systemd_node podctl-cri:packaged_service podctl-cri:crash podctl-tests:supervisor_loss; do
+	exe=$(cargo test -p "${t%%:*}" --test "${t#*:}" --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p')
 	[ -n "$exe" ] || { echo "test.sh: no executable for test $t" >&2; exit 1; }
 	bins+=("$exe")
 done
