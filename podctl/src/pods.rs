@@ -357,3 +357,18 @@ pub async fn exec(ctx: &PodContext, a: ExecArgs) -> anyhow::Result<i32> {
     }
     Ok(r.exit_code)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The default network keeps its address allocations on /run: a reboot
+    /// ends every pod and must free their addresses with them (host-local's
+    /// own default, /var/lib/cni/networks, would keep them allocated).
+    #[test]
+    fn default_network_allocates_from_a_volatile_directory() {
+        let v: serde_json::Value = match serde_json::from_str(super::DEFAULT_CONFLIST) {
+            Ok(v) => v,
+            Err(e) => panic!("default conflist: {e}"),
+        };
+        assert_eq!(v["plugins"][0]["ipam"]["dataDir"], "/run/podctl/ipam");
+    }
+}
