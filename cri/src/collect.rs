@@ -64,10 +64,10 @@ pub(crate) struct Collected {
 
 pub(crate) fn collect(runtime: &Runtime, records: &Records) -> Collected {
     let mut out = Collected::default();
-    let known: std::collections::HashSet<String> =
-        records.sandboxes().into_iter().map(|r| r.id).collect();
+    let sandboxes = records.sandboxes();
+    let known: std::collections::HashSet<&str> = sandboxes.iter().map(|r| r.id.as_str()).collect();
     for sb in runtime.list_sandboxes().unwrap_or_default() {
-        if known.contains(&sb.id) {
+        if known.contains(sb.id.as_str()) {
             continue;
         }
         let recorded = || records.sandbox(&sb.id).is_ok();
@@ -80,25 +80,30 @@ pub(crate) fn collect(runtime: &Runtime, records: &Records) -> Collected {
             Err(e) => tracing::warn!(id = %sb.id, error = %e, "removing an unrecorded sandbox"),
         }
     }
-    for rec in records.sandboxes() {
-        if runtime.sandbox_exists(&rec.id) {
+    let gone: Vec<&str> = sandboxes
+        .iter()
+        .map(|r| r.id.as_str())
+        .filter(|id| !runtime.sandbox_exists(id))
+        .collect();
+    if gone.is_empty() {
+        return out;
+    }
+    for c in records
+        .containers()
+        .into_iter()
+        .filter(|c| gone.contains(&c.sandbox_id.as_str()))
+    {
+        if runtime.container_status(&c.id).is_ok() {
             continue;
         }
-        for c in records
-            .containers()
-            .into_iter()
-            .filter(|c| c.sandbox_id == rec.id)
-        {
-            if runtime.container_status(&c.id).is_ok() {
-                continue;
-            }
-            image_volume::release(&c.image_volumes);
-            if records.remove_container(&c.id).is_ok() {
-                out.orphan_records += 1;
-            }
+        image_volume::release(&c.image_volumes);
+        if records.remove_container(&c.id).is_ok() {
+            out.orphan_records += 1;
         }
-        tracing::warn!(id = %rec.id, "forgetting a sandbox whose removal was cut short");
-        if records.remove_sandbox(&rec.id).is_ok() {
+    }
+    for id in gone {
+        tracing::warn!(%id, "forgetting a sandbox whose removal was cut short");
+        if records.remove_sandbox(id).is_ok() {
             out.orphan_records += 1;
         }
     }
