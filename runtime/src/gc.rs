@@ -74,15 +74,9 @@ impl Runtime {
         let dir = self.cfg.state_dir.join("netns");
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
-            if self.sandbox_dir(&id).exists() {
-                continue;
-            }
-            let Ok(Some(held)) = lock::try_exclusive(&self.locks(), &id) else {
+            let Some(held) = self.unclaimed_unless(&id, || self.sandbox_dir(&id).exists()) else {
                 continue;
             };
-            if self.sandbox_dir(&id).exists() {
-                continue;
-            }
             tracing::warn!(%id, "gc: unpinning the network namespace of a removed sandbox");
             if crate::sandbox::unpin(&e.path()).is_ok() {
                 removed += 1;
@@ -96,7 +90,14 @@ impl Runtime {
     /// directory has no `meta.json` and nobody holds the lock (a holder is
     /// creating or removing it right now).
     fn unclaimed_without_meta(&self, path: &Path, id: &str) -> Option<lock::Lock> {
-        if path.join(META).exists() {
+        self.unclaimed_unless(id, || path.join(META).exists())
+    }
+
+    /// The lock of object `id` when nobody holds it and `keep` says no
+    /// both before and after it is taken (a holder may have finished
+    /// meanwhile).
+    fn unclaimed_unless(&self, id: &str, keep: impl Fn() -> bool) -> Option<lock::Lock> {
+        if keep() {
             return None;
         }
         let held = match lock::try_exclusive(&self.locks(), id) {
@@ -107,7 +108,7 @@ impl Runtime {
                 return None;
             }
         };
-        (!path.join(META).exists()).then_some(held)
+        (!keep()).then_some(held)
     }
 
     /// Remove a sandbox (as [`Runtime::remove_sandbox`]) unless its
