@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{channel, entries, ipam_allocations, ok, running, sandbox_config, setup};
+use common::{
+    channel, entries, ipam_allocations, ok, running, sandbox_config, setup, Driver, Parent,
+};
 use podctl_cri::proto;
 use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
 
@@ -54,11 +56,8 @@ impl Drop for Stop {
 fn a_running_daemon_collects_what_a_crashed_neighbour_left() {
     let reg = ok(podctl_tests::registry::Registry::start());
     let pubd = ok(podctl_tests::fixtures::publish(&reg, None));
-    let parent = podctl_tests::unique_name("pgc");
-    let s = setup(
-        &pubd,
-        &format!("cgroup_parent = \"/{parent}\"\ngc_interval_secs = 1\n"),
-    );
+    let parent = Parent::new(Driver::Cgroupfs);
+    let s = setup(&pubd, &format!("{}gc_interval_secs = 1\n", parent.config()));
     let d = s.dir.path();
     // The neighbour: same directories, its own socket, set to die in
     // RunPodSandbox after the runtime made the sandbox, before the record.
@@ -120,11 +119,6 @@ fn a_running_daemon_collects_what_a_crashed_neighbour_left() {
     assert_eq!(ipam_allocations(d), Vec::<String>::new());
     drop(procs);
     let _ = Command::new("ip").args(["link", "del", &s.bridge]).status();
-    let parents: Vec<PathBuf> = entries(Path::new("/sys/fs/cgroup"))
-        .into_iter()
-        .map(|h| h.join(&parent))
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(parents, Vec::<PathBuf>::new());
+    assert_eq!(parent.left_after_stop(), Vec::<PathBuf>::new());
     drop(reg);
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     block_on, channel, container_config, ok, pull, read_log, registry_and_daemon, run_container,
-    run_sandbox, sandbox_config, start_daemon_with, wait_state, Daemon,
+    run_sandbox, sandbox_config, start_daemon_in, wait_state, Daemon, Driver, Parent,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
@@ -28,20 +28,8 @@ fn every_rpc_over_the_socket() {
 fn a_stopped_daemon_leaves_no_socket_and_no_empty_cgroup_parent() {
     let reg = ok(podctl_tests::registry::Registry::start());
     let pubd = ok(podctl_tests::fixtures::publish(&reg, None));
-    let parent = podctl_tests::unique_name("podctl-stop");
-    let daemon = start_daemon_with(&pubd, &format!("/{parent}"));
-    let parents = || -> Vec<std::path::PathBuf> {
-        std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|c| c.path().join(&parent))
-            .chain(std::iter::once(
-                std::path::Path::new("/sys/fs/cgroup").join(&parent),
-            ))
-            .filter(|p| p.is_dir())
-            .collect()
-    };
+    let parent = Parent::new(Driver::Cgroupfs);
+    let daemon = start_daemon_in(&pubd, &parent);
     block_on(async {
         let ch = channel(&daemon.socket).await;
         let mut rt = RuntimeServiceClient::new(ch.clone());
@@ -52,7 +40,11 @@ fn a_stopped_daemon_leaves_no_socket_and_no_empty_cgroup_parent() {
         let sb = run_sandbox(&mut rt, &sc).await;
         let cfg = container_config("c", &pubd.busybox, "sleep 1000");
         run_container(&mut rt, &sb, &sc, cfg).await;
-        assert!(!parents().is_empty(), "no cgroup parent {parent} made");
+        assert!(
+            !parent.left_after_stop().is_empty(),
+            "no cgroup parent {} made",
+            parent.name
+        );
         ok(rt
             .stop_pod_sandbox(proto::StopPodSandboxRequest {
                 pod_sandbox_id: sb.clone(),
@@ -65,7 +57,7 @@ fn a_stopped_daemon_leaves_no_socket_and_no_empty_cgroup_parent() {
     let socket = daemon.socket.clone();
     drop(daemon);
     assert!(!socket.exists(), "{} left behind", socket.display());
-    assert_eq!(parents(), Vec::<std::path::PathBuf>::new());
+    assert_eq!(parent.left_after_stop(), Vec::<std::path::PathBuf>::new());
     drop(reg);
 }
 

@@ -124,12 +124,7 @@ pub async fn run_container(
 }
 
 pub fn start_daemon(pubd: &Published) -> Daemon {
-    start_daemon_with(pubd, "/podctl-cri-test")
-}
-
-/// A `podctl serve` whose pods go under the cgroup parent `parent`.
-pub fn start_daemon_with(pubd: &Published, parent: &str) -> Daemon {
-    start_with_config(pubd, &format!("cgroup_parent = \"{parent}\"\n"))
+    start_with_config(pubd, "cgroup_parent = \"/podctl-cri-test\"\n")
 }
 
 /// A `podctl serve` with `extra` configuration lines.
