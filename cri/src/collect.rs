@@ -6,7 +6,9 @@
 //!   removed here, with its CNI DEL — unless its creator, perhaps in
 //!   another process, still claims it;
 //! - a record whose runtime sandbox is gone (a removal cut short): the
-//!   record and those of its containers are removed.
+//!   record and those of its containers are removed;
+//! - image volume directories nothing is mounted on (a reboot unmounts
+//!   them all and empties the records).
 //!
 //! Runs whenever a [`crate::CriService`] opens the state (a restarted
 //! daemon, the next CLI command), after the runtime's own collection of
@@ -14,6 +16,7 @@
 //! or standalone supervisor sharing the state may crash while the daemon
 //! lives on).
 
+use std::path::Path;
 use std::time::Duration;
 
 use podctl_runtime::Runtime;
@@ -40,7 +43,7 @@ impl CriService {
                 let pass = svc
                     .blocking(|i| {
                         let containers = i.runtime.collect_half_created();
-                        Ok((containers, collect(&i.runtime, &i.records)))
+                        Ok((containers, collect(&i.runtime, &i.records, &i.cfg.root)))
                     })
                     .await;
                 match pass {
@@ -60,10 +63,14 @@ impl CriService {
 pub(crate) struct Collected {
     pub unrecorded_sandboxes: usize,
     pub orphan_records: usize,
+    pub image_volumes: usize,
 }
 
-pub(crate) fn collect(runtime: &Runtime, records: &Records) -> Collected {
-    let mut out = Collected::default();
+pub(crate) fn collect(runtime: &Runtime, records: &Records, root: &Path) -> Collected {
+    let mut out = Collected {
+        image_volumes: image_volume::collect_unmounted(root),
+        ..Default::default()
+    };
     let sandboxes = records.sandboxes();
     let known: std::collections::HashSet<&str> = sandboxes.iter().map(|r| r.id.as_str()).collect();
     for sb in runtime.list_sandboxes().unwrap_or_default() {

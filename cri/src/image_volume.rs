@@ -149,14 +149,27 @@ fn mount_layers(base: &Path, layers: &[PathBuf], target: &Path) -> Result<()> {
         lower.push(empty.display().to_string());
     }
     let opts = format!("lowerdir={}", lower.join(":"));
-    mount(
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID;
+    let mut res = mount(
         Some("overlay"),
         target,
         Some("overlay"),
-        MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+        flags,
         Some(opts.as_str()),
-    )
-    .map_err(|e| {
+    );
+    if res == Err(nix::errno::Errno::ENOENT) {
+        // The collector (`collect_unmounted`) may have taken the empty
+        // directory in between: once more.
+        std::fs::create_dir_all(target).ctx("create", target)?;
+        res = mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            flags,
+            Some(opts.as_str()),
+        );
+    }
+    res.map_err(|e| {
         let _ = std::fs::remove_dir(target);
         CriError::Io {
             op: "mount image overlay at",
@@ -164,6 +177,24 @@ fn mount_layers(base: &Path, layers: &[PathBuf], target: &Path) -> Result<()> {
             source: e.into(),
         }
     })
+}
+
+/// Remove the directories under `<root>/image-volumes` that nothing is
+/// mounted on: what a reboot (or a crash between unmount and removal)
+/// left. A mounted one is busy and stays; only empty directories go.
+pub(crate) fn collect_unmounted(root: &Path) -> usize {
+    let base = root.join("image-volumes");
+    let mut removed = 0;
+    for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+        if e.file_name() == ".empty" {
+            continue;
+        }
+        if std::fs::remove_dir(e.path()).is_ok() {
+            tracing::info!(path = %e.path().display(), "gc: removed an unmounted image volume");
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Unmount and delete image volumes; failures are logged, not returned,

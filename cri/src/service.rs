@@ -63,7 +63,7 @@ impl CriService {
         let client = Arc::new(RegistryClient::new(cfg.registry.clone())?);
         let puller = Puller::new(store.clone(), client);
         let records = Records::open(&cfg.state)?;
-        let collected = crate::collect::collect(&runtime, &records);
+        let collected = crate::collect::collect(&runtime, &records, &cfg.root);
         if collected != Default::default() {
             tracing::info!(?collected, "collected what a crash left");
         }

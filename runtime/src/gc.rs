@@ -5,8 +5,11 @@
 //! the state directories (a restarted daemon, the next CLI command).
 //!
 //! The same holds for a sandbox cut before its `meta.json` (at most its
-//! directory and its cgroup exist) and for a pinned network namespace
-//! whose sandbox directory is gone.
+//! directory and its cgroup exist), for a pinned network namespace whose
+//! sandbox directory is gone, and for a container's writable layer (under
+//! the persistent root) whose state directory is gone: a removal cut
+//! between the two, or a reboot, which empties the state directory (a
+//! tmpfs) and leaves the layers of every container that ran.
 //!
 //! A create in progress in another process holds the object's lock from
 //! before its directory exists until it has written `meta.json` (or
@@ -25,7 +28,34 @@ impl Runtime {
     /// `meta.json`, lock free) as a failed create removes itself
     /// (`discard_unfinished`). Returns how many were removed.
     pub fn collect_half_created(&self) -> usize {
-        self.collect_containers() + self.collect_sandboxes() + self.collect_netns_pins()
+        self.collect_containers()
+            + self.collect_sandboxes()
+            + self.collect_netns_pins()
+            + self.collect_layers()
+    }
+
+    /// Writable layers (`<root>/containers/<id>`) of containers whose
+    /// state directory is gone. A create makes the state directory first
+    /// and a removal removes it first, both under the container's lock.
+    fn collect_layers(&self) -> usize {
+        let mut removed = 0;
+        let dir = self.cfg.root_dir.join("containers");
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            let Some(held) = self.unclaimed_unless(&id, || self.dir(&id).exists()) else {
+                continue;
+            };
+            tracing::warn!(%id, "gc: removing the writable layer of a container that is gone");
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => {
+                    removed += 1;
+                    lock::forget(&self.locks(), &id);
+                }
+                Err(err) => tracing::warn!(%id, error = %err, "gc: removing a writable layer"),
+            }
+            drop(held);
+        }
+        removed
     }
 
     fn collect_containers(&self) -> usize {
