@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::{
-    docs, images_cmd, info, listing, node_cmd, pods, revive, run as run_cmd, serve, supervise,
+    docs, images_cmd, info, listing, node_cmd, pods, restore, revive, run as run_cmd, serve,
+    supervise,
 };
 
 /// podctl: run Kubernetes pods with or without a cluster.
@@ -78,6 +79,10 @@ pub enum Command {
     Stop(pods::PodArgs),
     /// Stop and remove pods.
     Rm(pods::PodArgs),
+    /// Start again the pods a reboot took down (those with restartPolicy
+    /// Always or OnFailure that were not stopped); run at boot by
+    /// podctl-restore.service.
+    Restore(restore::RestoreArgs),
     /// Keep one standalone pod (started by `podctl run`; internal).
     #[command(hide = true)]
     Supervise { dir: PathBuf },
@@ -159,6 +164,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Stop(a) => pods::stop(&pctx, a).await,
         Command::Rm(a) => pods::rm(&pctx, a).await,
+        Command::Restore(a) => restore::restore(&pctx, a).await,
         Command::Serve(a) => serve::serve(a).await,
         Command::Node(a) => node_cmd::node(*a, cli.log_root.clone()).await,
         Command::Info(a) => info::info(&pctx, a),

@@ -10,6 +10,7 @@ mod manifest;
 mod node_cmd;
 mod output;
 mod pods;
+mod restore;
 mod revive;
 mod run;
 mod serve;

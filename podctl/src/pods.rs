@@ -261,6 +261,9 @@ async fn stop_containers(cri: &CriService, pod: &PodRef, timeout: i64) -> anyhow
 pub async fn stop(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
     let cri = ctx.cri()?;
     for p in &a.pods {
+        // Stopped for good: not brought back after a reboot either.
+        let (ns, name) = split(p);
+        crate::restore::forget(ctx, ns, name)?;
         if !stop_supervised(ctx, p, a.timeout).await? {
             let pod = find(&cri, p).await?;
             // Stopped for good: no later command revives a supervisor.
@@ -285,6 +288,7 @@ pub async fn rm(ctx: &PodContext, a: PodArgs) -> anyhow::Result<()> {
     let cri = ctx.cri()?;
     for p in &a.pods {
         let (ns, name) = split(p);
+        crate::restore::forget(ctx, ns, name)?;
         let dir = supervise::pod_dir(ctx, ns, name);
         let supervised = stop_supervised(ctx, p, a.timeout).await? || dir.exists();
         match find(&cri, p).await {

@@ -13,7 +13,7 @@ use clap::Args;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::pods::{find, rm, PodArgs, PodContext};
-use crate::{manifest, supervise};
+use crate::{manifest, restore, supervise};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -131,6 +131,7 @@ pub async fn run(ctx: &PodContext, a: RunArgs) -> anyhow::Result<()> {
                 .collect(),
         };
         supervise::write_atomic(&dir.join("pod.json"), &serde_json::to_vec(&file)?)?;
+        restore::keep(ctx, &ns, &name, &file)?;
         supervise::spawn(ctx, &dir)?;
         dirs.push((format!("{ns}/{name}"), dir));
     }
@@ -179,7 +180,7 @@ pub async fn run(ctx: &PodContext, a: RunArgs) -> anyhow::Result<()> {
 
 /// Wait until the pod in `dir` runs (with `finished`: has finished);
 /// `Err` says why it never will.
-async fn settle(dir: &Path, finished: bool) -> Result<Pod, String> {
+pub(crate) async fn settle(dir: &Path, finished: bool) -> Result<Pod, String> {
     let started = Instant::now();
     let mut last = None;
     loop {

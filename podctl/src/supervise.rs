@@ -199,6 +199,10 @@ pub async fn supervise(ctx: &PodContext, dir: PathBuf) -> anyhow::Result<()> {
         status: Some(final_status),
     };
     write_atomic(&dir.join("status.json"), &serde_json::to_vec_pretty(&p)?)?;
+    if matches!(crate::run::phase(&p).as_str(), "Succeeded" | "Failed") {
+        // Finished: nothing to bring back after a reboot.
+        crate::restore::forget_dir(ctx, &dir)?;
+    }
     let _ = std::fs::remove_file(dir.join("supervisor.pid"));
     Ok(())
 }
