@@ -65,6 +65,10 @@ impl Read for TeeReader {
                     self.partial.write_all(&chunk).map_err(|e| {
                         io::Error::new(e.kind(), format!("{}: {e}", self.partial_path.display()))
                     })?;
+                    if self.count + (chunk.len() as u64) < self.limit {
+                        // Only part of the layer is in the file.
+                        crate::failpoint::hit("pull.layer_partial");
+                    }
                     self.pending = chunk;
                 }
                 Some(Err(msg)) => {

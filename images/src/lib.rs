@@ -7,6 +7,7 @@
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod failpoint;
 mod fsutil;
 mod layer;
 pub mod manifest;

@@ -235,6 +235,7 @@ impl Puller {
                 }
             }
         }
+        crate::failpoint::hit("pull.layers_committed");
         self.store
             .put_blob(&manifest.config.digest, &config_bytes)?;
         self.store.put_blob(&manifest_digest, &manifest_bytes)?;
