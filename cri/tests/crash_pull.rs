@@ -141,5 +141,5 @@ fn a_pull_cut_at_each_crash_point_is_finished_when_asked_again() {
         Vec::<String>::new()
     );
     covered += 1;
-    println!("crash points covered: {covered} (PullImage)");
+    println!("crash points covered: {covered} (pull.layer_partial, pull.layers_committed)");
 }
