@@ -64,6 +64,7 @@ impl<C: Cri> PodWorker<C> {
                     .pod_sandbox_id
             }
         };
+        podctl_images::failpoint::hit("pod_sync.sandbox_created");
         let st = self
             .cri
             .pod_sandbox_status(Request::new(proto::PodSandboxStatusRequest {
@@ -163,7 +164,27 @@ impl<C: Cri> PodWorker<C> {
             let observe = |st: Option<proto::ContainerStatus>| {
                 st.map(|st| super::message::with_message(&self.cfg, &self.uid, spec, st))
             };
-            let current = observe(crate::cri::container_status(&self.cri, &id).await?);
+            let mut current = crate::cri::container_status(&self.cri, &id).await?;
+            if current
+                .as_ref()
+                .is_some_and(|c| c.state == proto::ContainerState::ContainerCreated as i32)
+            {
+                // Created, never started: an earlier sync was cut between
+                // the two. Start it now, as the kubelet starts a container
+                // it finds only created.
+                tracing::info!(pod = %self.full_name(), container = %id, "starting an adopted container that was only created");
+                if let Err(s) = self
+                    .cri
+                    .start_container(Request::new(proto::StartContainerRequest {
+                        container_id: id.clone(),
+                    }))
+                    .await
+                {
+                    tracing::warn!(container = %id, error = %s.message(), "starting an adopted container");
+                }
+                current = crate::cri::container_status(&self.cri, &id).await?;
+            }
+            let current = observe(current);
             let previous = match attempts.pop() {
                 Some((_, pid)) => observe(crate::cri::container_status(&self.cri, &pid).await?),
                 None => None,
@@ -334,6 +355,7 @@ impl<C: Cri> PodWorker<C> {
                 return Ok(());
             }
         };
+        podctl_images::failpoint::hit("pod_sync.container_created");
         self.event(
             Some(&c.name),
             EventType::Normal,
