@@ -11,6 +11,8 @@ cargo test --workspace -- --test-threads 2
 # The crash tests once more, to show which crash points they covered.
 cargo test -p podctl-cri --test crash --test crash_pull -- --nocapture --test-threads 1 2>&1 |
   grep -o 'crash points covered: .*'
+cargo test -p podctl-tests --test crash_sync -- --nocapture 2>&1 |
+  grep -o 'crash points covered: .*'
 # A release build from scratch: minutes (see README), once per run.
 export PODCTL_README_TARGET=$PWD/target/readme-build
 cargo test -p podctl-tests --test readme_build -- --ignored --nocapture
