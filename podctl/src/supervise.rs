@@ -181,15 +181,17 @@ pub async fn supervise(ctx: &PodContext, dir: PathBuf) -> anyhow::Result<()> {
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut task = task;
-    let final_status = tokio::select! {
-        r = &mut task => r?,
+    // Whether the pod ended by itself, not by a SIGTERM (`podctl stop`,
+    // or systemd stopping the unit as the machine shuts down).
+    let (final_status, ended) = tokio::select! {
+        r = &mut task => (r?, true),
         _ = term.recv() => {
             let req: StopFile = std::fs::read(dir.join(STOP))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or_default();
             let _ = stop_tx.send(Some(Stop { grace: req.grace.map(Duration::from_secs) }));
-            task.await?
+            (task.await?, false)
         }
     };
     let _ = writer.await;
@@ -199,8 +201,9 @@ pub async fn supervise(ctx: &PodContext, dir: PathBuf) -> anyhow::Result<()> {
         status: Some(final_status),
     };
     write_atomic(&dir.join("status.json"), &serde_json::to_vec_pretty(&p)?)?;
-    if matches!(crate::run::phase(&p).as_str(), "Succeeded" | "Failed") {
-        // Finished: nothing to bring back after a reboot.
+    if ended && matches!(crate::run::phase(&p).as_str(), "Succeeded" | "Failed") {
+        // Finished: nothing to bring back after a reboot. A pod stopped by
+        // a shutdown is kept (`podctl stop` forgot it already).
         crate::restore::forget_dir(ctx, &dir)?;
     }
     let _ = std::fs::remove_file(dir.join("supervisor.pid"));

@@ -80,7 +80,7 @@ fn reboot(env: &Env) {
         .into_iter()
         .filter(|&p| alive(p) && ours(p, dir, &sandboxes))
         .collect();
-    assert!(pids.len() >= 4, "too few processes found: {pids:?}");
+    assert!(!pids.is_empty(), "no process found");
     for &pid in &pids {
         // SAFETY: kill(2) of a process of this test's pods (supervisor,
         // pause, monitor, container init), named by podctl's pid files in
@@ -141,7 +141,7 @@ fn restore_brings_back_the_pods_that_should_run() {
     let env = Env::new(11);
     let pod = |name: &str, policy: &str| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: {policy}\n  \
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: {policy}\n  terminationGracePeriodSeconds: 1\n  \
              containers:\n  - name: app\n    image: {img}\n    imagePullPolicy: IfNotPresent\n    \
              command: [sh, -c, 'echo up >> /data/boots; cat /s/key > /data/key; exec sleep 3600']\n    \
              volumeMounts: [{{name: data, mountPath: /data}}, {{name: s, mountPath: /s}}]\n  \
@@ -174,6 +174,30 @@ fn restore_brings_back_the_pods_that_should_run() {
     assert!(!kept("halted"), "a stopped pod is not brought back");
     let before = layers(&env);
     assert_eq!(before.len(), 3, "{before:?}");
+
+    // A shutdown first stops the supervisors (SIGTERM, as systemd stops
+    // their units): the pod stops, and stays kept for the next boot.
+    let sup = env
+        .dir
+        .path()
+        .join("run/pods/default_keeper/supervisor.pid");
+    let pid: i32 = std::fs::read_to_string(&sup)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {}", sup.display()));
+    assert!(ours(pid, env.dir.path(), &[]));
+    // SAFETY: kill(2) of the keeper pod's supervisor, named by its pid
+    // file in this test's state directory and checked by `ours`.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "the supervisor did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        kept("keeper"),
+        "a pod stopped by a shutdown is brought back"
+    );
 
     reboot(&env);
     drop(reg); // nothing is pulled again

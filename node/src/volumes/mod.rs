@@ -557,19 +557,20 @@ impl Volumes {
         Ok(out)
     }
 
-    /// Unmount what we mounted and remove the pod's volume directories.
+    /// Unmount what we mounted (tmpfs, subPath binds) and remove the
+    /// subPath mount points. The volume directories stay, emptyDir
+    /// contents included, as the kubelet keeps them for a pod that stopped
+    /// and has not been removed: a pod stopped by a shutdown finds them
+    /// again when it starts after the reboot. They go with the pod
+    /// ([`remove_pod_dir`]).
     pub fn teardown(&mut self) {
         for m in self.mounts.drain(..).rev() {
             if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
                 tracing::warn!(path = %m.display(), error = %e, "unmount");
             }
         }
-        for d in ["volume-subpaths", "volumes"] {
-            let p = self.root.join(d);
-            // Nothing is mounted below any more; hostPath volumes are not
-            // under the pod's directory.
-            let _ = std::fs::remove_dir_all(&p);
-        }
+        // Nothing is mounted below any more.
+        let _ = std::fs::remove_dir_all(self.root.join("volume-subpaths"));
     }
 }
 
