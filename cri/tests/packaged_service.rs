@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::node::{check, is, prop, sh, wait_until};
 use common::{channel, container_config, ok, pull, run_sandbox, sandbox_config, wait_state};
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
@@ -22,45 +23,6 @@ use podctl_tests::registry::Registry;
 const UNIT: &str = "podctl.service";
 const SOCKET: &str = "/run/podctl/podctl.sock";
 const CONFLIST: &str = "/etc/podctl/cni/10-podctl.conflist";
-
-fn check(what: &str) {
-    println!("check: {what}: ok");
-}
-
-/// Run a command; its stdout, or a panic with its stderr.
-fn sh(cmd: &str, args: &[&str]) -> String {
-    let out = ok(Command::new(cmd).args(args).output());
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn prop(unit: &str, p: &str) -> String {
-    sh("systemctl", &["show", "-p", p, "--value", unit])
-}
-
-/// `systemctl is-active`/`is-enabled` print their answer and exit non-zero
-/// for the negative ones.
-fn is(what: &str, unit: &str) -> String {
-    let out = ok(Command::new("systemctl").args([what, unit]).output());
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn journal() -> String {
-    sh("journalctl", &["-u", UNIT, "--no-pager", "-o", "cat"])
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn rt() -> tokio::runtime::Runtime {
     ok(tokio::runtime::Builder::new_current_thread()
@@ -170,7 +132,7 @@ fn the_package_installs_and_its_service_runs_pods() {
         "{text}"
     );
     check("podctl info passes with the packaged configuration");
-    let log = journal();
+    let log = common::node::journal(UNIT);
     assert!(log.contains("serving CRI"), "{log}");
     assert!(
         !log.contains('\u{1b}'),
@@ -268,7 +230,7 @@ fn the_package_installs_and_its_service_runs_pods() {
         .into_inner();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "still here\n");
     });
-    let log = journal();
+    let log = common::node::journal(UNIT);
     assert!(log.matches("serving CRI").count() >= 3, "{log}");
     assert!(log.contains("SIGTERM: draining"), "{log}");
     check("systemctl restart, stop and start keep the container, an idle client holds up neither; journalctl shows each start and stop");

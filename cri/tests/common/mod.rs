@@ -3,6 +3,8 @@
 //! request builders and waits.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod node;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
