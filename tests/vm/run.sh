@@ -9,7 +9,9 @@
 # system path such as /usr), so absolute paths baked into host builds work.
 # COMMAND runs from DIR as root, in a booted system (systemd PID 1, cgroup
 # v2), with stdout and stderr merged and streamed to this script's stdout. The guest disk is a throw-away snapshot of
-# the cached image, so every run starts from the same state.
+# the cached image, so every run starts from the same state. COMMAND sees
+# PODCTL_VM_BOOT=1; exiting with 194 reboots the guest (its disk kept for
+# this run) and runs COMMAND again with PODCTL_VM_BOOT=2 (up to 4 boots).
 #
 # Environment:
 #   PODCTL_VM_CACHE        image cache (default /var/cache/podctl-vm)
@@ -119,7 +121,7 @@ TMPDIR="$RUN" qemu-system-x86_64 \
 	-device vhost-user-fs-pci,chardev=vfs-ctl,tag=ctl \
 	-device virtio-rng-pci \
 	-nic none -display none -monitor none -serial file:"$CONSOLE" \
-	-no-reboot < /dev/null > "$RUN/qemu.log" 2>&1 &
+	< /dev/null > "$RUN/qemu.log" 2>&1 &
 QEMU=$!
 PIDS+=("$QEMU")
 

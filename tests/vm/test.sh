@@ -20,9 +20,16 @@ case "$deb" in
 *) echo "test.sh: the package must be inside $PWD to be seen by the guest: $deb" >&2; exit 1 ;;
 esac
 bins=()
+exe() { # package:test -> the test's executable
+	local e
+	e=$(cargo test -p "${1%%:*}" --test "${1#*:}" --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p')
+	[ -n "$e" ] || { echo "test.sh: no executable for test $1" >&2; exit 1; }
+	echo "$e"
+}
 for t in podctl-cri:systemd_node podctl-cri:packaged_service podctl-cri:crash podctl-tests:supervisor_loss; do
-	exe=$(cargo test -p "${t%%:*}" --test "${t#*:}" --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p')
-	[ -n "$exe" ] || { echo "test.sh: no executable for test $t" >&2; exit 1; }
-	bins+=("$exe")
+	e=$(exe "$t")
+	bins+=("$e")
 done
-PODCTL_VM_TIMEOUT=${PODCTL_VM_TIMEOUT:-1500} bash tests/vm/run.sh --env "PODCTL_DEB=$deb" -- bash tests/vm/suite.sh "${bins[@]}"
+reboot=$(exe podctl-cri:reboot)
+PODCTL_VM_TIMEOUT=${PODCTL_VM_TIMEOUT:-1800} bash tests/vm/run.sh --env "PODCTL_DEB=$deb" -- \
+	bash tests/vm/suite.sh --reboot "$reboot" "${bins[@]}"
