@@ -4,7 +4,8 @@
 //! RunPodSandbox answered, and right after CreateContainer answered; the
 //! next `podctl pods` starts a new supervisor, which adopts what the dead
 //! one made instead of making a second sandbox or container, and the pod
-//! runs. Removing it leaves no mount and no state.
+//! runs. Removing it leaves no mount, no state, no address allocated and
+//! no process of the pod.
 
 mod common;
 
@@ -20,6 +21,28 @@ fn entries(dir: PathBuf) -> Vec<String> {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with('.'))
+        .collect()
+}
+
+/// Addresses the pods' host-local IPAM holds (one file per address).
+fn allocations(env: &Env) -> Vec<String> {
+    entries(env.dir.path().join("ipam/podctl-lifecycle"))
+        .into_iter()
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect()
+}
+
+/// Live processes whose command line names the test's directory
+/// (supervisors, monitors).
+fn processes(env: &Env) -> Vec<i32> {
+    let want = env.dir.path().display().to_string();
+    entries(PathBuf::from("/proc"))
+        .into_iter()
+        .filter_map(|n| n.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).contains(&want)
+        })
         .collect()
 }
 
@@ -83,6 +106,11 @@ fn a_sync_cut_at_each_crash_point_is_adopted_by_the_next_supervisor() {
             (1, 1),
             "{point}: {sandboxes:?} {containers:?}"
         );
+        assert_eq!(allocations(&env).len(), 1, "{point}");
+        assert!(
+            processes(&env).len() >= 2,
+            "{point}: supervisor and monitor"
+        );
         let (ok, out, err) = env.podctl(&["rm", "--timeout", "0", &name]);
         assert!(ok, "{out}{err}");
         assert_eq!(
@@ -98,6 +126,8 @@ fn a_sync_cut_at_each_crash_point_is_adopted_by_the_next_supervisor() {
             entries(env.dir.path().join("run/sandboxes")),
             Vec::<String>::new()
         );
+        assert_eq!(allocations(&env), Vec::<String>::new(), "{point}");
+        assert_eq!(processes(&env), Vec::<i32>::new(), "{point}");
     }
     println!(
         "crash points covered: {} ({})",
