@@ -19,6 +19,7 @@ pub mod critest_images;
 pub mod e2e_env;
 pub mod e2e_images;
 pub mod fixtures;
+pub mod fuzz;
 pub mod layer;
 pub mod oci;
 pub mod push;
