@@ -30,3 +30,6 @@ pub use store::{ImageRecord, LayerRecord, Store};
 
 /// Default store location.
 pub const DEFAULT_ROOT: &str = "/var/lib/podctl/images";
+
+#[cfg(test)]
+mod fuzz_tests;

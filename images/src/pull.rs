@@ -568,7 +568,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(image: &str, what: &str, bytes: &[
 }
 
 /// The media type a document declares, or what its shape says.
-fn sniff_media_type(image: &str, bytes: &[u8]) -> Result<String> {
+pub(crate) fn sniff_media_type(image: &str, bytes: &[u8]) -> Result<String> {
     let probe: Probe = parse_json(image, "manifest", bytes)?;
     if let Some(mt) = probe.media_type.filter(|m| !m.is_empty()) {
         return Ok(mt);

@@ -239,7 +239,7 @@ pub(crate) fn is_not_found(e: &ImageError) -> bool {
 }
 
 /// Parse `Bearer realm="..",service="..",scope=".."`.
-fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
+pub(crate) fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
     let h = h.trim();
     let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
     let mut params = HashMap::new();
