@@ -91,6 +91,9 @@ pub struct AuthorityFix<S> {
     block: Option<Block>,
     decoder: Option<loona_hpack::Decoder<'static>>,
     eof: bool,
+    /// Some header block was re-encoded (the mode may have moved on to
+    /// passing everything since).
+    rewrote: bool,
 }
 
 impl<S> AuthorityFix<S> {
@@ -104,12 +107,23 @@ impl<S> AuthorityFix<S> {
             block: None,
             decoder: Some(loona_hpack::Decoder::new()),
             eof: false,
+            rewrote: false,
         }
     }
 
-    /// Whether this connection's header blocks are being re-encoded.
+    /// Whether a header block of this connection has been re-encoded.
     pub fn rewriting(&self) -> bool {
-        self.mode == Mode::Rewrite
+        self.rewrote
+    }
+
+    /// Take `bytes` as if read from the client; what may go on to the
+    /// server so far, and whether nothing is held back (for the fuzz test).
+    #[cfg(test)]
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> (BytesMut, bool) {
+        self.input.extend_from_slice(bytes);
+        self.process();
+        let settled = self.input.is_empty() && self.block.is_none();
+        (self.output.split(), settled)
     }
 
     /// Give up on framing: everything from here on passes as it is.
@@ -195,7 +209,7 @@ impl<S> AuthorityFix<S> {
                 let mut pad = 0usize;
                 if flags & PADDED != 0 {
                     let Some((&n, rest)) = p.split_first() else {
-                        return false;
+                        return self.refuse(frame);
                     };
                     pad = usize::from(n);
                     p = rest;
@@ -203,7 +217,7 @@ impl<S> AuthorityFix<S> {
                 let mut priority = None;
                 if flags & PRIORITY != 0 {
                     if p.len() < 5 {
-                        return false;
+                        return self.refuse(frame);
                     }
                     let mut pr = [0u8; 5];
                     pr.copy_from_slice(&p[..5]);
@@ -211,7 +225,7 @@ impl<S> AuthorityFix<S> {
                     p = &p[5..];
                 }
                 if pad > p.len() {
-                    return false;
+                    return self.refuse(frame);
                 }
                 self.block = Some(Block {
                     stream,
@@ -226,7 +240,7 @@ impl<S> AuthorityFix<S> {
                 b.raw.extend_from_slice(frame);
                 b.flags |= flags & END_HEADERS;
             }
-            _ => return false,
+            _ => return self.refuse(frame),
         }
         let Some(b) = self.block.as_ref() else {
             return false;
@@ -243,9 +257,21 @@ impl<S> AuthorityFix<S> {
         self.finish_block(b)
     }
 
+    /// A frame that cannot be followed: it goes on as it came, after the
+    /// frames of the block it interrupts, and the caller passes everything
+    /// from here on. False, for the caller to return.
+    fn refuse(&mut self, frame: &[u8]) -> bool {
+        if let Some(b) = self.block.take() {
+            self.output.extend_from_slice(&b.raw);
+        }
+        self.output.extend_from_slice(frame);
+        false
+    }
+
     /// A whole header block: decide, then pass or re-encode it.
     fn finish_block(&mut self, b: Block) -> bool {
         let Some(decoder) = self.decoder.as_mut() else {
+            self.block = Some(b);
             return false;
         };
         let headers = match decoder.decode(&b.fragment) {
@@ -266,6 +292,7 @@ impl<S> AuthorityFix<S> {
             }
             tracing::debug!("client sends an invalid :authority; rewriting its header blocks");
             self.mode = Mode::Rewrite;
+            self.rewrote = true;
         }
         let mut block = Vec::with_capacity(b.fragment.len() + 64);
         for (name, value) in &headers {
