@@ -43,3 +43,6 @@ pub use error::{CriError, Result};
 pub use runtime_service::{RUNTIME_API_VERSION, RUNTIME_NAME};
 pub use service::{CriService, StreamUrls};
 pub use stream_backend::RuntimeBackend;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -351,7 +351,7 @@ fn pod_total(
     })
 }
 
-fn runtime_config(c: &proto::PodSandboxConfig) -> Result<SandboxConfig> {
+pub(crate) fn runtime_config(c: &proto::PodSandboxConfig) -> Result<SandboxConfig> {
     let meta = c.metadata.clone().unwrap_or_default();
     let sc = c.linux.as_ref().and_then(|l| l.security_context.as_ref());
     let nso = sc.and_then(|s| s.namespace_options.as_ref());
