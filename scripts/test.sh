@@ -13,6 +13,20 @@ cargo test -p podctl-cri --test crash --test crash_pull -- --nocapture --test-th
   grep -o 'crash points covered: .*'
 cargo test -p podctl-tests --test crash_sync -- --nocapture 2>&1 |
   grep -o 'crash points covered: .*'
+# Every fuzz target once more, longer than in the run above (seeds in
+# tests/fuzz/<target>; see tests/src/fuzz.rs), each printing its count.
+fuzz() { # crate-selection target executions
+  PODCTL_FUZZ_ITERS=$3 cargo test $1 "fuzz_$2" -- --nocapture 2>&1 | grep -o 'fuzz: .*'
+}
+fuzz "-p podctl-images --lib" image_reference 200000
+fuzz "-p podctl-images --lib" registry_challenge 200000
+fuzz "-p podctl-images --lib" manifest 200000
+fuzz "-p podctl-images --lib" layer_tar 20000
+fuzz "-p podctl-cri --lib" h2_authority 100000
+fuzz "-p podctl-cri --lib" spdy_frames 100000
+fuzz "-p podctl-cri --lib" spdy_headers 20000
+fuzz "-p podctl-cri --lib" cri_requests 200000
+fuzz "-p podctl --bin podctl" pod_yaml 30000
 # A release build from scratch: minutes (see README), once per run.
 export PODCTL_README_TARGET=$PWD/target/readme-build
 cargo test -p podctl-tests --test readme_build -- --ignored --nocapture

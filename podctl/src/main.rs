@@ -3,6 +3,8 @@
 
 mod cli;
 mod docs;
+#[cfg(test)]
+mod fuzz_tests;
 mod images_cmd;
 mod info;
 mod listing;
