@@ -7,16 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --workspace --all-targets
-cargo test --workspace -- --test-threads 2
-# The crash tests once more, to show which crash points they covered.
-cargo test -p podctl-cri --test crash --test crash_pull -- --nocapture --test-threads 1 2>&1 |
-  grep -o 'crash points covered: .*'
-cargo test -p podctl-tests --test crash_sync -- --nocapture 2>&1 |
-  grep -o 'crash points covered: .*'
-# Every fuzz target once more, longer than in the run above (seeds in
-# tests/fuzz/<target>; see tests/src/fuzz.rs), each printing its count.
+# Everything but the crash tests and the fuzz targets, which run next,
+# once, with their output: each crash test prints the crash points it
+# covered, each fuzz target its executions (seeds in tests/fuzz/<target>;
+# see tests/src/fuzz.rs), with more executions than a plain `cargo test`.
+cargo test --workspace -- --test-threads 2 --skip cut_at_each_crash_point --skip fuzz_
+cargo test -p podctl-cri --test crash --test crash_pull -- --nocapture --test-threads 1
+cargo test -p podctl-tests --test crash_sync -- --nocapture
 fuzz() { # crate-selection target executions
-  PODCTL_FUZZ_ITERS=$3 cargo test $1 "fuzz_$2" -- --nocapture 2>&1 | grep -o 'fuzz: .*'
+  PODCTL_FUZZ_ITERS=$3 cargo test $1 "fuzz_$2" -- --nocapture
 }
 fuzz "-p podctl-images --lib" image_reference 200000
 fuzz "-p podctl-images --lib" registry_challenge 200000
