@@ -29,7 +29,12 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::pods::PodContext;
+use crate::run::Unsettled;
 use crate::supervise::{self, PodFile};
+
+/// How long `restore` waits for each pod to leave Pending: a boot should
+/// not wait on an image pull; the supervisor goes on alone after that.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {}
@@ -107,7 +112,7 @@ pub fn forget_dir(ctx: &PodContext, dir: &Path) -> anyhow::Result<()> {
 }
 
 /// `podctl restore`: start every kept pod that has no state directory and
-/// wait until each runs. A record that cannot be read, or a pod that
+/// wait until each runs (at most [`WAIT`] while it is Pending). A record that cannot be read, or a pod that
 /// cannot start, is named on stderr and the command fails; the record is
 /// kept and such a pod's supervisor goes on trying with back-off.
 pub async fn restore(ctx: &PodContext, _a: RestoreArgs) -> anyhow::Result<()> {
@@ -135,9 +140,13 @@ pub async fn restore(ctx: &PodContext, _a: RestoreArgs) -> anyhow::Result<()> {
         }
     }
     for (pod, dir) in started {
-        match crate::run::settle(&dir, false).await {
+        match crate::run::settle(&dir, false, WAIT).await {
             Ok(p) => println!("pod/{pod} restored ({})", crate::run::phase(&p)),
-            Err(why) => {
+            // A long pull, say: the boot need not wait for it.
+            Err(Unsettled::Pending(why)) => {
+                println!("pod/{pod} restored ({why}; its supervisor goes on)")
+            }
+            Err(Unsettled::Failed(why)) => {
                 eprintln!("podctl restore: pod {pod}: {why} (its supervisor keeps trying)");
                 failed.push(pod);
             }

@@ -137,7 +137,7 @@ pub async fn run(ctx: &PodContext, a: RunArgs) -> anyhow::Result<()> {
     }
     let mut failed = false;
     for (name, dir) in &dirs {
-        let p = match settle(dir, a.wait).await {
+        let p = match settle(dir, a.wait, PENDING_LIMIT).await {
             Ok(p) => p,
             Err(why) => {
                 // `run` failed: take the pod down again, leaving nothing.
@@ -178,9 +178,25 @@ pub async fn run(ctx: &PodContext, a: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Wait until the pod in `dir` runs (with `finished`: has finished);
-/// `Err` says why it never will.
-pub(crate) async fn settle(dir: &Path, finished: bool) -> Result<Pod, String> {
+/// Why a pod did not settle.
+pub(crate) enum Unsettled {
+    /// It never will without the user (the reason).
+    Failed(String),
+    /// Still Pending when the wait ended (what it waits for).
+    Pending(String),
+}
+
+impl std::fmt::Display for Unsettled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unsettled::Failed(why) | Unsettled::Pending(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Wait until the pod in `dir` runs (with `finished`: has finished), at
+/// most `limit` while it is Pending; `Err` says why it did not.
+pub(crate) async fn settle(dir: &Path, finished: bool, limit: Duration) -> Result<Pod, Unsettled> {
     let started = Instant::now();
     let mut last = None;
     loop {
@@ -195,7 +211,7 @@ pub(crate) async fn settle(dir: &Path, finished: bool) -> Result<Pod, String> {
                 return Ok(p);
             }
             if let Some(why) = stuck(&p) {
-                return Err(why);
+                return Err(Unsettled::Failed(why));
             }
             last = Some(p);
         }
@@ -208,14 +224,17 @@ pub(crate) async fn settle(dir: &Path, finished: bool) -> Result<Pod, String> {
                 return Ok(p);
             }
             let log = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
-            return Err(format!("the supervisor exited: {}", log.trim()));
+            return Err(Unsettled::Failed(format!(
+                "the supervisor exited: {}",
+                log.trim()
+            )));
         }
-        if started.elapsed() > PENDING_LIMIT {
+        if started.elapsed() > limit {
             let why = last.as_ref().map(waiting).unwrap_or_default();
-            return Err(format!(
+            return Err(Unsettled::Pending(format!(
                 "still Pending after {}s ({why})",
-                PENDING_LIMIT.as_secs()
-            ));
+                limit.as_secs()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
