@@ -8,7 +8,8 @@
 //! - a record whose runtime sandbox is gone (a removal cut short): the
 //!   record and those of its containers are removed;
 //! - image volume directories nothing is mounted on (a reboot unmounts
-//!   them all and empties the records).
+//!   them all and empties the records);
+//! - temporary files of record writes whose writer died.
 //!
 //! Runs whenever a [`crate::CriService`] opens the state (a restarted
 //! daemon, the next CLI command), after the runtime's own collection of
@@ -64,11 +65,13 @@ pub(crate) struct Collected {
     pub unrecorded_sandboxes: usize,
     pub orphan_records: usize,
     pub image_volumes: usize,
+    pub abandoned_writes: usize,
 }
 
 pub(crate) fn collect(runtime: &Runtime, records: &Records, root: &Path) -> Collected {
     let mut out = Collected {
         image_volumes: image_volume::collect_unmounted(root),
+        abandoned_writes: records.remove_abandoned_writes(),
         ..Default::default()
     };
     let sandboxes = records.sandboxes();

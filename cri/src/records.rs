@@ -54,6 +54,32 @@ impl Records {
         Ok(Records { dir })
     }
 
+    /// Remove the temporary files of record writes a crash cut short
+    /// (their writer is dead; a file of the old `<id>.tmp` form has no
+    /// writer to ask and goes too). Returns how many were removed.
+    pub fn remove_abandoned_writes(&self) -> usize {
+        let mut removed = 0;
+        for kind in ["sandboxes", "containers"] {
+            for e in std::fs::read_dir(self.dir.join(kind))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.ends_with(".tmp") {
+                    continue;
+                }
+                let alive = podctl_shim::state::temp_writer(&name)
+                    .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                if !alive && std::fs::remove_file(e.path()).is_ok() {
+                    tracing::info!(path = %e.path().display(), "removed a record write a crash cut short");
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     fn path(&self, kind: &str, id: &str) -> Result<PathBuf> {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(CriError::invalid(
@@ -198,5 +224,25 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.mounts[0].image_sub_path, "");
         assert!(c.mounts[0].image.is_none());
+    }
+
+    #[test]
+    fn writes_a_dead_process_left_are_removed_a_live_ones_kept() {
+        let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let r = super::Records::open(state.path()).unwrap_or_else(|e| panic!("{e}"));
+        let dir = state.path().join("cri/containers");
+        let live = format!("abc.json.{}.tmp", std::process::id());
+        // PIDs never exceed 2^22 on Linux.
+        for f in ["abc.json.99999999.tmp", "old.tmp", &live, "abc.json"] {
+            std::fs::write(dir.join(f), b"{}").unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(r.remove_abandoned_writes(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["abc.json".to_string(), live]);
     }
 }

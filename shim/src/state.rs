@@ -54,11 +54,23 @@ impl ExitRecord {
 
 /// Write a small file atomically.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    // `<name>.<pid>.tmp`: writers in different processes never share a
+    // temporary file, and one a dead writer left is told by its PID
+    // (`temp_writer`).
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// For a temporary file [`write_atomic`] makes (`<name>.<pid>.tmp`): the
+/// PID of its writer. `None` for any other name.
+pub fn temp_writer(file_name: &str) -> Option<i32> {
+    let stem = file_name.strip_suffix(".tmp")?;
+    stem.rsplit_once('.')?.1.parse().ok()
 }
 
 /// Read a decimal PID file.
