@@ -46,13 +46,7 @@ impl Runtime {
                 continue;
             };
             tracing::warn!(%id, "gc: removing the writable layer of a container that is gone");
-            match std::fs::remove_dir_all(e.path()) {
-                Ok(()) => {
-                    removed += 1;
-                    lock::forget(&self.locks(), &id);
-                }
-                Err(err) => tracing::warn!(%id, error = %err, "gc: removing a writable layer"),
-            }
+            removed += usize::from(self.remove_collected(&id, &e.path()));
             drop(held);
         }
         removed
@@ -86,13 +80,7 @@ impl Runtime {
             // cgroup (pod limits) and the directory.
             tracing::warn!(%id, "gc: removing a sandbox whose create was cut short");
             cgroup::remove_pod(&self.cfg, &id);
-            match std::fs::remove_dir_all(e.path()) {
-                Ok(()) => {
-                    removed += 1;
-                    lock::forget(&self.locks(), &id);
-                }
-                Err(err) => tracing::warn!(%id, error = %err, "gc: removing sandbox directory"),
-            }
+            removed += usize::from(self.remove_collected(&id, &e.path()));
             drop(held);
         }
         removed
@@ -114,6 +102,21 @@ impl Runtime {
             drop(held);
         }
         removed
+    }
+
+    /// Remove the collected directory `path` of object `id` (its lock is
+    /// held) and then its lock file; whether it went.
+    fn remove_collected(&self, id: &str, path: &Path) -> bool {
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => {
+                lock::forget(&self.locks(), id);
+                true
+            }
+            Err(err) => {
+                tracing::warn!(%id, path = %path.display(), error = %err, "gc: removing");
+                false
+            }
+        }
     }
 
     /// The lock of `<path>` (an object directory named `id`) when the
