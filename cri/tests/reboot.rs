@@ -41,14 +41,7 @@ struct Notes {
 }
 
 fn layers() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(LAYERS)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
+    podctl_tests::names_in(Path::new(LAYERS))
 }
 
 /// `podctl pods -o json` items by name: (phase, uid).

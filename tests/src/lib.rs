@@ -214,6 +214,18 @@ fn reserve_subnet(net: u32) -> bool {
     claimed
 }
 
+/// The names in directory `dir`, sorted (none when it is missing).
+pub fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 /// Mount points at or below `dir` (from /proc/self/mountinfo).
 pub fn mounts_under(dir: &std::path::Path) -> Vec<String> {
     let want = dir.display().to_string();

@@ -15,11 +15,8 @@ use std::path::PathBuf;
 use common::podenv::{container, setup, Env};
 
 fn entries(dir: PathBuf) -> Vec<String> {
-    std::fs::read_dir(dir)
+    podctl_tests::names_in(&dir)
         .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with('.'))
         .collect()
 }

@@ -118,14 +118,7 @@ fn reboot(env: &Env) {
 }
 
 fn layers(env: &Env) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(env.dir.path().join("var/containers"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
+    podctl_tests::names_in(&env.dir.path().join("var/containers"))
 }
 
 fn running(env: &Env, name: &str) {
