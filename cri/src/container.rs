@@ -12,7 +12,7 @@ use crate::error::{CriError, Result};
 use crate::image_volume;
 use crate::proto;
 use crate::records::ContainerRecord;
-use crate::sandbox::{labels_match, resolve};
+use crate::sandbox::{is_full_id, labels_match, resolve};
 use crate::service::CriService;
 use crate::spec::runtime_container;
 
@@ -36,10 +36,13 @@ fn event(
 impl CriService {
     /// Resolve a full ID or a unique prefix of a container ID.
     pub(crate) fn container_id(&self, id: &str) -> Result<String> {
+        if is_full_id(id) && self.inner.records.has_container(id) {
+            return Ok(id.to_string());
+        }
         resolve(
             "container",
             id,
-            self.inner.records.containers().into_iter().map(|r| r.id),
+            self.inner.records.container_ids().into_iter(),
         )
     }
 
@@ -235,12 +238,27 @@ impl CriService {
             .map(|r| r.sandbox_id.clone())
             .unwrap_or_default();
         let cid = id.clone();
-        self.blocking(move |i| Ok(i.runtime.remove_container(&cid)?))
+        let retired = self
+            .blocking(move |i| Ok(i.runtime.retire_container(&cid)?))
             .await?;
+        // Its processes are gone: the image volumes it used are free.
         if let Some(r) = &rec {
             image_volume::release(&r.image_volumes);
         }
         self.inner.records.remove_container(&id)?;
+        // The answer need not wait for the shim's delete, the unmount and
+        // the directories: they finish in the background, under the
+        // container's lock (a pod removal waits for them; a crash leaves
+        // them to the collector).
+        if let Some(r) = retired {
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || {
+                let id = r.id().to_string();
+                if let Err(e) = r.finish(&inner.runtime) {
+                    tracing::warn!(%id, error = %e, "finishing a removal; the collector retries");
+                }
+            });
+        }
         self.emit(event(
             proto::ContainerEventType::ContainerDeletedEvent,
             &id,
@@ -257,10 +275,10 @@ impl CriService {
     ) -> Result<proto::ContainerStatusResponse> {
         let id = self.container_id(id)?;
         let rec = self.inner.records.container(&id)?;
-        let cid = id.clone();
-        let st = self
-            .blocking(move |i| Ok(i.runtime.container_status(&cid)?))
-            .await?;
+        // Small state files read in place (as the records are): no lock,
+        // no process to wait for, so no hop to the blocking pool.
+        let st = self.inner.runtime.container_status(&id)?;
+        let who = self.inner.runtime.process_identity(&id).ok();
         let mut info = HashMap::new();
         if verbose {
             let v = serde_json::json!({
@@ -272,11 +290,7 @@ impl CriService {
             info.insert("info".to_string(), v.to_string());
         }
         let mut status = status_of(&rec, &st);
-        let cid = id.clone();
-        if let Ok(who) = self
-            .blocking(move |i| Ok(i.runtime.process_identity(&cid)?))
-            .await
-        {
+        if let Some(who) = who {
             status.user = Some(proto::ContainerUser {
                 linux: Some(proto::LinuxContainerUser {
                     uid: who.uid.into(),
@@ -300,7 +314,8 @@ impl CriService {
         &self,
         filter: Option<proto::ContainerFilter>,
     ) -> Result<Vec<proto::Container>> {
-        let all = self.blocking(|i| Ok(i.runtime.list_containers()?)).await?;
+        // Read in place, as the records are (see container_status).
+        let all = self.inner.runtime.list_containers()?;
         let by_id: HashMap<String, ContainerStatus> =
             all.into_iter().map(|s| (s.id.clone(), s)).collect();
         let mut out = Vec::new();

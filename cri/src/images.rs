@@ -37,17 +37,16 @@ impl CriService {
             .and_then(|f| f.image)
             .map(|s| s.image)
             .filter(|s| !s.is_empty());
-        let store = self.inner.store.clone();
+        // The store's reads take no lock and parse images.json only when
+        // it changed: done in place, not on the blocking pool.
+        let store = &self.inner.store;
         let recs = match want {
-            Some(q) => match tokio::task::spawn_blocking(move || store.get(&q)).await {
-                Ok(Ok(r)) => vec![r],
-                Ok(Err(ImageError::NotFound { .. })) => vec![],
-                Ok(Err(e)) => return Err(e.into()),
-                Err(e) => return Err(CriError::Internal(e.to_string())),
+            Some(q) => match store.get(&q) {
+                Ok(r) => vec![r],
+                Err(ImageError::NotFound { .. }) => vec![],
+                Err(e) => return Err(e.into()),
             },
-            None => tokio::task::spawn_blocking(move || store.list())
-                .await
-                .map_err(|e| CriError::Internal(e.to_string()))??,
+            None => store.list()?,
         };
         Ok(recs.iter().map(|r| self.image_of(r)).collect())
     }
@@ -62,11 +61,8 @@ impl CriService {
         if q.is_empty() {
             return Err(CriError::invalid("image spec", "image is empty"));
         }
-        let store = self.inner.store.clone();
-        let rec = match tokio::task::spawn_blocking(move || store.get(&q))
-            .await
-            .map_err(|e| CriError::Internal(e.to_string()))?
-        {
+        // In place, as in list_images.
+        let rec = match self.inner.store.get(&q) {
             Ok(r) => r,
             Err(ImageError::NotFound { .. }) => return Ok(proto::ImageStatusResponse::default()),
             Err(e) => return Err(e.into()),

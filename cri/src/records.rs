@@ -5,12 +5,14 @@
 //! (or the in-process service of the CLI) sees the same objects.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{CriError, IoContext, Result};
 use crate::image_volume::ImageVolume;
 use crate::proto;
+use podctl_runtime::file_cache::Cache;
 
 /// A sandbox as CRI created it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -39,10 +41,12 @@ pub struct ContainerRecord {
     pub image_volumes: Vec<ImageVolume>,
 }
 
-/// The record directories.
+/// The record directories, and the records last read from them.
 #[derive(Clone, Debug)]
 pub struct Records {
     dir: PathBuf,
+    sandbox_cache: Arc<Cache<SandboxRecord>>,
+    container_cache: Arc<Cache<ContainerRecord>>,
 }
 
 impl Records {
@@ -51,7 +55,11 @@ impl Records {
         for d in [dir.join("sandboxes"), dir.join("containers")] {
             std::fs::create_dir_all(&d).ctx("create", &d)?;
         }
-        Ok(Records { dir })
+        Ok(Records {
+            dir,
+            sandbox_cache: Arc::default(),
+            container_cache: Arc::default(),
+        })
     }
 
     /// Remove the temporary files of record writes a crash cut short
@@ -96,21 +104,32 @@ impl Records {
         podctl_shim::state::write_atomic(&p, &b).ctx("write", &p)
     }
 
-    fn read<T: DeserializeOwned>(&self, kind: &'static str, id: &str) -> Result<T> {
+    fn read<T: DeserializeOwned + Clone>(
+        &self,
+        kind: &'static str,
+        id: &str,
+        cache: &Cache<T>,
+    ) -> Result<T> {
         let p = self.path(kind, id)?;
-        let b = std::fs::read(&p).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => CriError::NotFound {
-                kind: kind_name(kind),
-                id: id.into(),
+        cache.read(
+            id,
+            &p,
+            |b| {
+                serde_json::from_slice(b)
+                    .map_err(|e| CriError::Internal(format!("corrupt {}: {e}", p.display())))
             },
-            _ => CriError::Io {
-                op: "read",
-                path: p.clone(),
-                source: e,
+            |e| match e.kind() {
+                std::io::ErrorKind::NotFound => CriError::NotFound {
+                    kind: kind_name(kind),
+                    id: id.into(),
+                },
+                _ => CriError::Io {
+                    op: "read",
+                    path: p.clone(),
+                    source: e,
+                },
             },
-        })?;
-        serde_json::from_slice(&b)
-            .map_err(|e| CriError::Internal(format!("corrupt {}: {e}", p.display())))
+        )
     }
 
     fn remove(&self, kind: &str, id: &str) -> Result<()> {
@@ -121,18 +140,36 @@ impl Records {
         }
     }
 
-    fn list<T: DeserializeOwned>(&self, kind: &'static str) -> Vec<T> {
+    /// The IDs of one kind's records, from the file names alone.
+    fn ids(&self, kind: &'static str) -> Vec<String> {
         let d = self.dir.join(kind);
+        std::fs::read_dir(&d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".json").map(str::to_string)
+            })
+            .collect()
+    }
+
+    /// Whether a record of `kind` named `id` exists.
+    fn has(&self, kind: &'static str, id: &str) -> bool {
+        self.path(kind, id).is_ok_and(|p| p.exists())
+    }
+
+    fn list<T: DeserializeOwned + Clone>(&self, kind: &'static str, cache: &Cache<T>) -> Vec<T> {
+        let ids: std::collections::HashSet<String> = self.ids(kind).into_iter().collect();
         let mut out = Vec::new();
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_suffix(".json") {
-                match self.read(kind, id) {
-                    Ok(r) => out.push(r),
-                    Err(e) => tracing::warn!(error = %e, "skipping CRI record"),
-                }
+        for id in &ids {
+            match self.read(kind, id, cache) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::warn!(error = %e, "skipping CRI record"),
             }
         }
+        // Records another process removed leave the cache here.
+        cache.retain(|id| ids.contains(id));
         out
     }
 
@@ -140,26 +177,42 @@ impl Records {
         self.write("sandboxes", &r.id, r)
     }
     pub fn sandbox(&self, id: &str) -> Result<SandboxRecord> {
-        self.read("sandboxes", id)
+        self.read("sandboxes", id, &self.sandbox_cache)
     }
     pub fn remove_sandbox(&self, id: &str) -> Result<()> {
+        self.sandbox_cache.forget(id);
         self.remove("sandboxes", id)
     }
     pub fn sandboxes(&self) -> Vec<SandboxRecord> {
-        self.list("sandboxes")
+        self.list("sandboxes", &self.sandbox_cache)
+    }
+    /// Sandbox IDs, without reading the records.
+    pub fn sandbox_ids(&self) -> Vec<String> {
+        self.ids("sandboxes")
+    }
+    pub fn has_sandbox(&self, id: &str) -> bool {
+        self.has("sandboxes", id)
     }
 
     pub fn put_container(&self, r: &ContainerRecord) -> Result<()> {
         self.write("containers", &r.id, r)
     }
     pub fn container(&self, id: &str) -> Result<ContainerRecord> {
-        self.read("containers", id)
+        self.read("containers", id, &self.container_cache)
     }
     pub fn remove_container(&self, id: &str) -> Result<()> {
+        self.container_cache.forget(id);
         self.remove("containers", id)
     }
     pub fn containers(&self) -> Vec<ContainerRecord> {
-        self.list("containers")
+        self.list("containers", &self.container_cache)
+    }
+    /// Container IDs, without reading the records.
+    pub fn container_ids(&self) -> Vec<String> {
+        self.ids("containers")
+    }
+    pub fn has_container(&self, id: &str) -> bool {
+        self.has("containers", id)
     }
 }
 

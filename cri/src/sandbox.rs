@@ -137,11 +137,10 @@ impl CriService {
 
     /// Resolve a full ID or a unique prefix of a sandbox ID.
     pub(crate) fn sandbox_id(&self, id: &str) -> Result<String> {
-        resolve(
-            "sandbox",
-            id,
-            self.inner.records.sandboxes().into_iter().map(|r| r.id),
-        )
+        if is_full_id(id) && self.inner.records.has_sandbox(id) {
+            return Ok(id.to_string());
+        }
+        resolve("sandbox", id, self.inner.records.sandbox_ids().into_iter())
     }
 
     /// Stop the sandbox's containers and pause, detach its network.
@@ -203,10 +202,8 @@ impl CriService {
     ) -> Result<proto::PodSandboxStatusResponse> {
         let id = self.sandbox_id(id)?;
         let rec = self.inner.records.sandbox(&id)?;
-        let sid = id.clone();
-        let st = self
-            .blocking(move |i| Ok(i.runtime.sandbox_status(&sid)?))
-            .await?;
+        // Read in place, as the records are (see container_status).
+        let st = self.inner.runtime.sandbox_status(&id)?;
         let status = status_of(&rec, &st);
         let mut info = HashMap::new();
         if verbose {
@@ -231,7 +228,8 @@ impl CriService {
         &self,
         filter: Option<proto::PodSandboxFilter>,
     ) -> Result<Vec<proto::PodSandbox>> {
-        let all = self.blocking(|i| Ok(i.runtime.list_sandboxes()?)).await?;
+        // Read in place, as the records are (see container_status).
+        let all = self.inner.runtime.list_sandboxes()?;
         let by_id: HashMap<String, SandboxStatus> =
             all.into_iter().map(|s| (s.id.clone(), s)).collect();
         let mut out = Vec::new();
@@ -275,6 +273,11 @@ pub(crate) fn labels_match(
 }
 
 /// A full ID, or the one ID that starts with `id`.
+/// A whole ID (64 hex digits), which names a record without a listing.
+pub(crate) fn is_full_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 pub(crate) fn resolve(
     kind: &'static str,
     id: &str,

@@ -384,6 +384,17 @@ fn start(id: &str) -> impl FnOnce(RuntimeServiceClient<Channel>) -> Result<(), t
     }
 }
 
+fn remove_c(
+    id: &str,
+) -> impl FnOnce(RuntimeServiceClient<Channel>) -> Result<(), tonic::Status> + '_ {
+    move |mut rt| {
+        block_on(rt.remove_container(proto::RemoveContainerRequest {
+            container_id: id.into(),
+        }))
+        .map(drop)
+    }
+}
+
 fn stop_sb(
     id: &str,
 ) -> impl FnOnce(RuntimeServiceClient<Channel>) -> Result<(), tonic::Status> + '_ {
@@ -467,6 +478,28 @@ fn start_stop_and_remove_cut_at_each_crash_point_finish_on_retry_with(driver: Dr
     ok(start(&c2)(rt.clone()));
     assert_eq!(state_of(&mut rt, &c2), (running, at));
     assert_eq!(echo(&mut rt, &c2), b"alive\n");
+
+    // Cut after RemoveContainer took the container out of the listings
+    // (killed, its state directory under removing/), before the finish:
+    // the restarted daemon's collector finishes it.
+    points.push("remove_container.retired");
+    cut(&mut daemon, "remove_container.retired", remove_c(&c1));
+    daemon.respawn(&[]);
+    let mut rt = runtime(&daemon);
+    let gone = block_on(rt.container_status(proto::ContainerStatusRequest {
+        container_id: c1.clone(),
+        verbose: false,
+    }));
+    assert_eq!(gone.err().map(|e| e.code()), Some(tonic::Code::NotFound));
+    let root = daemon.dir.path();
+    let left: Vec<String> = podctl_tests::mounts_under(root)
+        .into_iter()
+        .filter(|m| m.contains(&c1))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+    assert_eq!(entries(&root.join("state/removing")), Vec::<PathBuf>::new());
+    assert!(!root.join("root/containers").join(&c1).exists());
+    assert_eq!(state_of(&mut rt, &c2).0, running);
 
     // Cut after CNI DEL: a retried stop finishes, the address is free.
     points.push("stop_sandbox.network_detached");

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use common::{
     block_on, channel, container_config, ok, pull, registry_and_daemon, run_sandbox,
-    sandbox_config, wait_state, Daemon,
+    sandbox_config, stop_and_remove_sandbox, wait_state, Daemon,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
@@ -129,14 +129,7 @@ async fn check(daemon: &Daemon) {
     readonly_mounts(&mut pod).await;
     kubelet_cgroup_parent(&mut rt, daemon).await;
 
-    ok(rt
-        .stop_pod_sandbox(proto::StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await);
-    ok(rt
-        .remove_pod_sandbox(proto::RemovePodSandboxRequest { pod_sandbox_id: id })
-        .await);
+    stop_and_remove_sandbox(&mut rt, id).await;
 }
 
 async fn capabilities(pod: &mut Pod) {
@@ -363,14 +356,7 @@ async fn kubelet_cgroup_parent(rt: &mut RuntimeServiceClient<Channel>, daemon: &
         text.lines().any(|l| l.ends_with(&format!("{parent}/{c}"))),
         "{text}"
     );
-    ok(rt
-        .stop_pod_sandbox(proto::StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await);
-    ok(rt
-        .remove_pod_sandbox(proto::RemovePodSandboxRequest { pod_sandbox_id: id })
-        .await);
+    stop_and_remove_sandbox(rt, id).await;
     // The parent is the kubelet's: still there; this test removes it.
     let mut seen = false;
     for h in std::fs::read_dir("/sys/fs/cgroup")

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     block_on, channel, container_config, ok, pull, read_log, registry_and_daemon, run_container,
-    run_sandbox, sandbox_config, start_daemon_in, wait_state, Daemon, Driver, Parent,
+    run_sandbox, sandbox_config, start_daemon_in, stop_and_remove_sandbox, wait_state, Daemon,
+    Driver, Parent,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
@@ -45,14 +46,7 @@ fn a_stopped_daemon_leaves_no_socket_and_no_empty_cgroup_parent() {
             "no cgroup parent {} made",
             parent.name
         );
-        ok(rt
-            .stop_pod_sandbox(proto::StopPodSandboxRequest {
-                pod_sandbox_id: sb.clone(),
-            })
-            .await);
-        ok(rt
-            .remove_pod_sandbox(proto::RemovePodSandboxRequest { pod_sandbox_id: sb })
-            .await);
+        stop_and_remove_sandbox(&mut rt, sb).await;
     });
     let socket = daemon.socket.clone();
     drop(daemon);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::{
     block_on, channel, container_config, ok, pull, registry_and_daemon, run_container, run_sandbox,
-    sandbox_config, wait_state, Daemon,
+    sandbox_config, stop_and_remove_sandbox, wait_state, Daemon,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
@@ -445,14 +445,7 @@ async fn check(daemon: &Daemon, httpd: &str) {
     let tunnel = Spdy::connect_tunnel(&url).await;
     forward_twice(tunnel, 2).await;
 
-    ok(rt
-        .stop_pod_sandbox(proto::StopPodSandboxRequest {
-            pod_sandbox_id: sb.clone(),
-        })
-        .await);
-    ok(rt
-        .remove_pod_sandbox(proto::RemovePodSandboxRequest { pod_sandbox_id: sb })
-        .await);
+    stop_and_remove_sandbox(&mut rt, sb).await;
 }
 
 /// `rounds` HTTP requests to port 8080 through one port-forward

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +71,7 @@ impl ImageRecord {
     }
 }
 
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Db {
     images: BTreeMap<String, ImageRecord>,
 }
@@ -79,6 +80,9 @@ struct Db {
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
+    /// `images.json` as last parsed, with the bytes it was parsed from
+    /// (see [`Store::read_db`]).
+    last: Mutex<Option<(Vec<u8>, Arc<Db>)>>,
 }
 
 impl Store {
@@ -90,7 +94,10 @@ impl Store {
             let p = root.join(d);
             fs::create_dir_all(&p).ctx("create", &p)?;
         }
-        let store = Store { root };
+        let store = Store {
+            root,
+            last: Mutex::new(None),
+        };
         store.clean_tmp()?;
         Ok(store)
     }
@@ -188,6 +195,30 @@ impl Store {
             .collect()
     }
 
+    /// The database for reading: no lock (writes replace the file
+    /// atomically, so a reader sees the old or the new one whole), parsed
+    /// again only when its bytes changed.
+    fn read_db(&self) -> Result<Arc<Db>> {
+        let path = self.root.join("images.json");
+        let b = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
+            Err(e) => return Err(e).ctx("read", &path),
+        };
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((kept, db)) = last.as_ref() {
+            if *kept == b {
+                return Ok(db.clone());
+            }
+        }
+        let db: Arc<Db> = Arc::new(serde_json::from_slice(&b).map_err(|e| ImageError::Config {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?);
+        *last = Some((b, db.clone()));
+        Ok(db)
+    }
+
     fn with_db<T>(&self, write: bool, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
         let _lock = FileLock::acquire(&self.root.join("images.lock"))?;
         let path = self.root.join("images.json");
@@ -212,12 +243,12 @@ impl Store {
 
     /// All images, ordered by ID.
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
-        self.with_db(false, |db| Ok(db.images.values().cloned().collect()))
+        Ok(self.read_db()?.images.values().cloned().collect())
     }
 
     /// Find an image by ID (full or unique hex prefix), tag or digest reference.
     pub fn get(&self, query: &str) -> Result<ImageRecord> {
-        self.with_db(false, |db| find(db, query).cloned())
+        find(self.read_db()?.as_ref(), query).cloned()
     }
 
     /// Record a pulled image; its tag moves here from any other image.

@@ -13,7 +13,9 @@ use podctl_shim::ExitRecord;
 
 use crate::config::RuntimeConfig;
 use crate::error::{IoContext, Result, RuntimeError};
+use crate::file_cache::Cache;
 use crate::launch::Begun;
+use crate::liveness::process_alive;
 use crate::{cgroup, lock, rootfs, shim, spec, user};
 
 /// Resource limits (cgroup).
@@ -142,13 +144,17 @@ pub struct ContainerStatus {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Meta {
     pub(crate) config: ContainerConfig,
     pub(crate) sandbox_id: Option<String>,
     pub(crate) created_at_ns: i64,
     pub(crate) started_at_ns: i64,
     pub(crate) cgroups_path: String,
+    /// The process's user as the spec has it (absent in containers made
+    /// by older versions: read from the spec then).
+    #[serde(default)]
+    pub(crate) identity: Option<user::Identity>,
 }
 
 /// Runs pods and containers through the shim. Cheap to create: all state
@@ -157,6 +163,9 @@ pub(crate) struct Meta {
 pub struct Runtime {
     pub(crate) cfg: RuntimeConfig,
     pub(crate) shim: PathBuf,
+    /// `meta.json`s last read, of containers and of sandboxes.
+    pub(crate) metas: Cache<Meta>,
+    pub(crate) sandbox_metas: Cache<crate::sandbox::SandboxMeta>,
 }
 
 pub(crate) const META: &str = "meta.json";
@@ -171,8 +180,14 @@ impl Runtime {
         ] {
             std::fs::create_dir_all(&d).ctx("create", &d)?;
         }
+        crate::pairing::claim_root(&cfg)?;
         let shim = shim::locate_or_name(cfg.shim.as_deref());
-        let rt = Runtime { cfg, shim };
+        let rt = Runtime {
+            cfg,
+            shim,
+            metas: Cache::default(),
+            sandbox_metas: Cache::default(),
+        };
         rt.collect_half_created();
         Ok(rt)
     }
@@ -181,7 +196,7 @@ impl Runtime {
         self.cfg.state_dir.join("containers").join(id)
     }
 
-    fn data_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn data_dir(&self, id: &str) -> PathBuf {
         self.cfg.root_dir.join("containers").join(id)
     }
 
@@ -194,7 +209,7 @@ impl Runtime {
     }
 
     pub(crate) fn meta(&self, id: &str) -> Result<Meta> {
-        read_meta(id, &self.dir(id).join(META), |id, reason| {
+        read_meta_cached(id, &self.dir(id).join(META), &self.metas, |id, reason| {
             RuntimeError::Container { id, reason }
         })
     }
@@ -280,6 +295,7 @@ impl Runtime {
             .filter(|p| !p.is_empty());
         let cgroups_path = cgroup::container_path(&self.cfg, sandbox, pod_parent.as_deref(), id);
         let spec = spec::build(id, &cfg, &root, &who, &cgroups_path)?;
+        let identity = user::identity_of(&spec);
         let spec_path = dir.join("config.json");
         spec.save(&spec_path).map_err(|e| RuntimeError::Spec {
             id: id.into(),
@@ -296,6 +312,7 @@ impl Runtime {
                 created_at_ns: now_ns(),
                 started_at_ns: 0,
                 cgroups_path: cgroups_path.clone(),
+                identity: Some(identity),
             },
         )?;
         // The runtime's create (the monitor, libcontainer's init) waits for
@@ -378,7 +395,7 @@ impl Runtime {
         self.stop_locked(id, timeout)
     }
 
-    fn stop_locked(&self, id: &str, timeout: Duration) -> Result<()> {
+    pub(crate) fn stop_locked(&self, id: &str, timeout: Duration) -> Result<()> {
         let st = self.container_status(id)?;
         if st.state == ContainerState::Exited
             || (st.state == ContainerState::Created && st.pid.is_none())
@@ -433,41 +450,6 @@ impl Runtime {
     pub fn wait_container(&self, id: &str, timeout: Duration) -> Result<ContainerStatus> {
         self.wait_exit(id, timeout);
         self.container_status(id)
-    }
-
-    /// Remove a container; a running one is killed first. Removing a
-    /// removed container succeeds.
-    pub fn remove_container(&self, id: &str) -> Result<()> {
-        let _l = lock::exclusive(&self.locks(), id)?;
-        let dir = self.dir(id);
-        if !dir.exists() {
-            return Ok(());
-        }
-        if self
-            .container_status(id)
-            .map(|s| s.state != ContainerState::Exited)
-            .unwrap_or(false)
-        {
-            self.stop_locked(id, Duration::ZERO)?;
-        }
-        let root = self.libcontainer_root().display().to_string();
-        if self.libcontainer_root().join(id).exists() {
-            shim::run(
-                &self.shim,
-                id,
-                "delete",
-                &["--id", id, "--root", &root, "--force"],
-            )?;
-        }
-        rootfs::unmount(&dir.join("rootfs"))?;
-        std::fs::remove_dir_all(&dir).ctx("remove", &dir)?;
-        let data = self.data_dir(id);
-        if data.exists() {
-            std::fs::remove_dir_all(&data).ctx("remove", &data)?;
-        }
-        lock::forget(&self.locks(), id);
-        tracing::info!(%id, "container removed");
-        Ok(())
     }
 
     /// The cgroup path given to the container (`linux.cgroupsPath`).
@@ -538,20 +520,31 @@ impl Runtime {
     }
 }
 
-/// Whether a process exists and is not a zombie.
-pub(crate) fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
+/// [`read_meta`] through `cache`: parsed again only when the file changed.
+pub(crate) fn read_meta_cached<T: serde::de::DeserializeOwned + Clone>(
+    id: &str,
+    path: &Path,
+    cache: &Cache<T>,
+    corrupt: fn(String, String) -> RuntimeError,
+) -> Result<T> {
+    cache.read(
+        id,
+        path,
+        |b| {
+            serde_json::from_slice(b)
+                .map_err(|e| corrupt(id.into(), format!("corrupt {}: {e}", path.display())))
+        },
+        |e| match e.kind() {
+            std::io::ErrorKind::NotFound => RuntimeError::NotFound { id: id.into() },
+            _ => RuntimeError::Io {
+                op: "read",
+                path: path.to_path_buf(),
+                source: e,
+            },
+        },
+    )
 }
 
-/// 64 hex characters from the kernel's random source, like containerd's IDs.
 /// Read a JSON record of `id`: missing means [`RuntimeError::NotFound`],
 /// unparsable is reported through `corrupt`.
 pub(crate) fn read_meta<T: serde::de::DeserializeOwned>(

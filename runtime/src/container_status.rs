@@ -5,8 +5,9 @@
 use podctl_shim::state::read_pid;
 use podctl_shim::ExitRecord;
 
-use crate::container::{process_alive, ContainerState, ContainerStatus, Runtime};
+use crate::container::{ContainerState, ContainerStatus, Runtime};
 use crate::error::{IoContext, Result};
+use crate::liveness::process_alive;
 
 impl Runtime {
     /// Status from the state directory alone.
@@ -14,7 +15,12 @@ impl Runtime {
         let m = self.meta(id)?;
         let dir = self.dir(id);
         let exit = ExitRecord::read(&dir).ctx("read", dir.join(podctl_shim::EXIT_FILE))?;
-        let pid = read_pid(&dir.join(podctl_shim::PID_FILE)).ok();
+        // An exit record is final: its container's process need not be
+        // looked for.
+        let pid = match exit {
+            Some(_) => None,
+            None => read_pid(&dir.join(podctl_shim::PID_FILE)).ok(),
+        };
         let mut alive = pid.is_some_and(process_alive);
         if exit.is_none() && !alive && pid.is_some() {
             // The process is gone but its monitor is still draining output
@@ -76,12 +82,16 @@ impl Runtime {
     pub fn list_containers(&self) -> Result<Vec<ContainerStatus>> {
         let d = self.cfg.state_dir.join("containers");
         let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for e in std::fs::read_dir(&d).ctx("read", &d)?.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
             if let Ok(s) = self.container_status(&id) {
                 out.push(s);
             }
+            seen.insert(id);
         }
+        // Containers another process removed leave the cache here.
+        self.metas.retain(|id| seen.contains(id));
         out.sort_by_key(|s| s.created_at_ns);
         Ok(out)
     }

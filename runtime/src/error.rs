@@ -40,6 +40,8 @@ pub enum RuntimeError {
     },
     #[error("container {id}: invalid OCI spec: {reason}")]
     Spec { id: String, reason: String },
+    #[error("runtime configuration: {reason}")]
+    Config { reason: String },
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

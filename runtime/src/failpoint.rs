@@ -22,7 +22,9 @@
 //! - `create_container.rootfs_mounted`: the runtime mounted the overlay,
 //!   no `meta.json` yet;
 //! - `create_container.runtime_created`: the runtime's container exists,
-//!   the CRI record does not.
+//!   the CRI record does not;
+//! - `remove_container.retired`: the container killed and out of the
+//!   listings (its state directory under `removing/`), not yet deleted.
 
 use std::sync::OnceLock;
 

@@ -29,6 +29,7 @@ impl Runtime {
     /// (`discard_unfinished`). Returns how many were removed.
     pub fn collect_half_created(&self) -> usize {
         self.collect_containers()
+            + self.collect_retired()
             + self.collect_sandboxes()
             + self.collect_netns_pins()
             + self.collect_layers()

@@ -29,7 +29,8 @@
 //!   - `locks/<id>.lock`: flock(2) locks serialising operations on one
 //!     object across processes.
 //! - `root_dir` (persistent, default `/var/lib/podctl`):
-//!   `containers/<id>/{upper,work}`, the writable overlay layer.
+//!   `containers/<id>/{upper,work}`, the writable overlay layer;
+//!   `state-dir`, the state dir this root dir serves (one at a time).
 //!
 //! JSON state is written atomically (temp file, fsync, rename).
 //!
@@ -89,9 +90,13 @@ mod config;
 mod error;
 mod exec;
 pub mod failpoint;
+pub mod file_cache;
 mod gc;
 mod launch;
+mod liveness;
 mod lock;
+mod pairing;
+mod remove;
 mod rootfs;
 mod seccomp;
 pub mod security;
@@ -113,6 +118,7 @@ pub use container::{
 };
 pub use error::{Result, RuntimeError};
 pub use exec::{ExecResult, PreparedExec};
+pub use remove::Retired;
 pub use sandbox::{
     DnsConfig, PodAttachments, Sandbox, SandboxClaim, SandboxConfig, SandboxState, SandboxStatus,
 };

@@ -16,8 +16,9 @@ use podctl_shim::logfmt::now_ns;
 use podctl_shim::state::{read_pid, write_atomic};
 
 use crate::cni::{first_ip, Attachment, PortMapping};
-use crate::container::{process_alive, ContainerState, Mount, Runtime};
+use crate::container::{ContainerState, Mount, Runtime};
 use crate::error::{IoContext, Result, RuntimeError};
+use crate::liveness::process_alive;
 use crate::{cgroup, lock, shim};
 
 /// What a pod sandbox is made from.
@@ -122,8 +123,8 @@ pub struct PodAttachments {
     pub hostname: String,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SandboxMeta {
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct SandboxMeta {
     config: SandboxConfig,
     created_at_ns: i64,
     ip: Option<String>,
@@ -144,9 +145,12 @@ impl Runtime {
     }
 
     fn sandbox_meta(&self, id: &str) -> Result<SandboxMeta> {
-        crate::container::read_meta(id, &self.sandbox_dir(id).join("meta.json"), |id, reason| {
-            RuntimeError::Sandbox { id, reason }
-        })
+        crate::container::read_meta_cached(
+            id,
+            &self.sandbox_dir(id).join("meta.json"),
+            &self.sandbox_metas,
+            |id, reason| RuntimeError::Sandbox { id, reason },
+        )
     }
 
     fn save_sandbox_meta(&self, id: &str, m: &SandboxMeta) -> Result<()> {
@@ -453,6 +457,9 @@ impl Runtime {
         for c in self.pod_containers(id)? {
             self.remove_container(&c.id)?;
         }
+        // Containers retired but not yet finished keep cgroups inside the
+        // pod's: finish them (or wait for their finishers) first.
+        self.finish_retired(Some(id))?;
         crate::failpoint::hit("remove_sandbox.containers_removed");
         let _l = lock::exclusive(&self.locks(), id)?;
         let pin = self.netns_pin(id);
@@ -466,6 +473,7 @@ impl Runtime {
             crate::systemd::stop_pod(&self.cfg.cgroup_parent, id)?;
         }
         std::fs::remove_dir_all(&dir).ctx("remove", &dir)?;
+        self.sandbox_metas.forget(id);
         lock::forget(&self.locks(), id);
         tracing::info!(%id, "sandbox removed");
         Ok(())
@@ -511,13 +519,18 @@ impl Runtime {
     pub fn list_sandboxes(&self) -> Result<Vec<SandboxStatus>> {
         let d = self.cfg.state_dir.join("sandboxes");
         let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         if let Ok(rd) = std::fs::read_dir(&d) {
             for e in rd.flatten() {
-                if let Ok(s) = self.sandbox_status(&e.file_name().to_string_lossy()) {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if let Ok(s) = self.sandbox_status(&id) {
                     out.push(s);
                 }
+                seen.insert(id);
             }
         }
+        // Sandboxes another process removed leave the cache here.
+        self.sandbox_metas.retain(|id| seen.contains(id));
         out.sort_by_key(|s| s.created_at_ns);
         Ok(out)
     }

@@ -7,7 +7,7 @@ use crate::container::Runtime;
 use crate::error::{Result, RuntimeError};
 
 /// Resolved identity.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     pub uid: u32,
     pub gid: u32,
@@ -86,27 +86,36 @@ impl Runtime {
     /// The identity the container's process runs as (uid, gid and every
     /// group, the primary one first), from its OCI spec.
     pub fn process_identity(&self, id: &str) -> Result<Identity> {
+        if let Some(who) = self.meta(id)?.identity {
+            return Ok(who);
+        }
         let path = self.dir(id).join("config.json");
         let spec = oci_spec::runtime::Spec::load(&path).map_err(|e| RuntimeError::Spec {
             id: id.into(),
             reason: format!("{}: {e}", path.display()),
         })?;
-        let user = spec
-            .process()
-            .as_ref()
-            .map(|p| p.user().clone())
-            .unwrap_or_default();
-        let mut additional_gids = vec![user.gid()];
-        for g in user.additional_gids().clone().unwrap_or_default() {
-            if !additional_gids.contains(&g) {
-                additional_gids.push(g);
-            }
+        Ok(identity_of(&spec))
+    }
+}
+
+/// The process's user in `spec`: UID, GID, and the GID first among the
+/// additional ones.
+pub(crate) fn identity_of(spec: &oci_spec::runtime::Spec) -> Identity {
+    let user = spec
+        .process()
+        .as_ref()
+        .map(|p| p.user().clone())
+        .unwrap_or_default();
+    let mut additional_gids = vec![user.gid()];
+    for g in user.additional_gids().clone().unwrap_or_default() {
+        if !additional_gids.contains(&g) {
+            additional_gids.push(g);
         }
-        Ok(Identity {
-            uid: user.uid(),
-            gid: user.gid(),
-            additional_gids,
-        })
+    }
+    Identity {
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids,
     }
 }
 

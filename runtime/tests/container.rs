@@ -392,6 +392,32 @@ fn rejects_bad_input() {
     assert!(rt.start_container(&id).is_err(), "a second start");
     ok(rt.stop_container(&id, Duration::ZERO), "stop");
     ok(rt.remove_container(&id), "remove");
+    // A failure inside libcontainer's init (here: a bind mount whose
+    // source is missing) names its cause, not only "failed to prepare rootfs".
+    let cfg = config(&lower, &dir.path().join("logs"), "nosource", "true");
+    let missing = dir.path().join("no-such-source");
+    let cfg = ContainerConfig {
+        mounts: vec![podctl_runtime::Mount {
+            host_path: missing.clone(),
+            container_path: "/data".into(),
+            readonly: false,
+            propagation: Default::default(),
+            recursive_readonly: false,
+        }],
+        ..cfg
+    };
+    let err = match rt.create(cfg) {
+        Ok(id) => {
+            let err = rt.start_container(&id).err().map(|e| e.to_string());
+            let _ = rt.remove_container(&id);
+            err.unwrap_or_default()
+        }
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("cause:") && err.contains("canonicalize") && err.contains("no-such-source"),
+        "the error names the cause: {err}"
+    );
     // A created container that is never started stops and goes quietly.
     let cfg = config(&lower, &dir.path().join("logs"), "never", "true");
     let id = ok(rt.create(cfg), "create");

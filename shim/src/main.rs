@@ -10,6 +10,7 @@
 //! podctl-shim pause  --dir DIR [--hostname NAME] [--namespaces network,ipc,uts,pid]
 //! ```
 
+mod diag;
 mod exec;
 mod monitor;
 mod pause;
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("podctl-shim: {e}");
+            eprintln!("podctl-shim: {e}{}", diag::cause());
             ExitCode::FAILURE
         }
     }
@@ -79,6 +80,12 @@ fn run(raw: &[String]) -> Result<(), String> {
     let (cmd, rest) = raw.split_first().ok_or("missing subcommand")?;
     let a = Args::parse(rest)?;
     let id = a.values.get("id").cloned().unwrap_or_default();
+    if matches!(
+        cmd.as_str(),
+        "create" | "exec" | "start" | "kill" | "delete"
+    ) {
+        diag::install();
+    }
     match cmd.as_str() {
         "create" => monitor::create(monitor::CreateArgs {
             id: a.get("id")?.to_string(),

@@ -130,7 +130,7 @@ fn monitor(a: &CreateArgs, ready: &mut File) -> Result<(), String> {
         .with_systemd(a.systemd)
         .with_detach(true)
         .build()
-        .map_err(|e| format!("create container {}: {e}", a.id))?;
+        .map_err(|e| format!("create container {}: {e}{}", a.id, crate::diag::cause()))?;
     let pid = container
         .pid()
         .ok_or_else(|| format!("container {} has no pid after create", a.id))?;

@@ -40,21 +40,33 @@ fn crash_loop_backs_off_with_growing_delays() {
     });
     assert!(backoff_seen, "no CrashLoopBackOff while waiting");
     // The engine's own account: no wait for the first restart, then back-off
-    // 1 s, 2 s, 4 s, then capped at 4 s.
-    let events =
-        std::fs::read_to_string(env.dir.path().join("run/pods/default_crash/events.jsonl"))
-            .unwrap_or_default();
-    let delays: Vec<String> = events
-        .lines()
-        .filter(|l| l.contains("\"BackOff\""))
-        .filter_map(|l| {
-            l.split("Back-off ")
-                .nth(1)?
-                .split('s')
-                .next()
-                .map(str::to_string)
-        })
-        .collect();
+    // 1 s, 2 s, 4 s, then capped at 4 s. The fourth back-off is recorded
+    // when the fourth restart has crashed, which may be after restartCount
+    // 4 was seen: wait for it.
+    let events_file = env.dir.path().join("run/pods/default_crash/events.jsonl");
+    let backoffs = |events: &str| -> Vec<String> {
+        events
+            .lines()
+            .filter(|l| l.contains("\"BackOff\""))
+            .filter_map(|l| {
+                l.split("Back-off ")
+                    .nth(1)?
+                    .split('s')
+                    .next()
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut events = String::new();
+    while Instant::now() < deadline {
+        events = std::fs::read_to_string(&events_file).unwrap_or_default();
+        if backoffs(&events).len() >= 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let delays = backoffs(&events);
     assert!(
         delays.len() >= 4 && delays[..4] == ["1", "2", "4", "4"],
         "{events}"

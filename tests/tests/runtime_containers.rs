@@ -30,6 +30,7 @@ fn bed(tag: &str) -> Bed {
     let cgroup_parent = format!("/podctl-test-{tag}-{}", std::process::id());
     let rt = Runtime::new(RuntimeConfig {
         state_dir: dir.path().join("run"),
+        root_dir: dir.path().join("lib"),
         shim: Some(podctl_tests::workspace_bin("podctl-shim")),
         cgroup_parent: cgroup_parent.clone(),
         ..Default::default()
@@ -190,6 +191,7 @@ fn cgroup_limits_are_applied_and_the_monitor_outlives_its_starter() {
     // A fresh runtime (a restarted daemon, another CLI) sees it running.
     let rt2 = Runtime::new(RuntimeConfig {
         state_dir: b.dir.path().join("run"),
+        root_dir: b.dir.path().join("lib"),
         shim: Some(podctl_tests::workspace_bin("podctl-shim")),
         cgroup_parent: b.cgroup_parent.clone(),
         ..Default::default()
@@ -241,6 +243,7 @@ fn exits_while_nobody_watches_are_recorded() {
     std::thread::sleep(Duration::from_millis(1500));
     let rt = Runtime::new(RuntimeConfig {
         state_dir: b.dir.path().join("run"),
+        root_dir: b.dir.path().join("lib"),
         shim: Some(podctl_tests::workspace_bin("podctl-shim")),
         cgroup_parent: b.cgroup_parent.clone(),
         ..Default::default()

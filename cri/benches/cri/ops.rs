@@ -12,13 +12,15 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::daemons::Daemon;
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 const IMAGE: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
 /// Ends at once on SIGTERM, so StopContainer measures the runtime, not a
 /// grace period.
 const SCRIPT: &str = "trap 'exit 0' TERM; sleep 3600 & wait";
 const PULLS: usize = 5;
+/// Times each status and list call is asked per pod.
+const REPEAT: usize = 10;
 
 /// Durations per operation, in the order first measured.
 pub struct Figures {
@@ -56,7 +58,7 @@ impl Figures {
     }
 }
 
-async fn channel(socket: &Path) -> Result<Channel> {
+pub async fn channel(socket: &Path) -> Result<Channel> {
     let path = socket.to_path_buf();
     Ok(Endpoint::try_from("http://[::]:50051")?
         .connect_with_connector(tower::service_fn(move |_: Uri| {
@@ -129,22 +131,15 @@ pub async fn measure(d: &Daemon, runs: usize) -> Result<Figures> {
             })
         );
     }
-    timed!(
-        f,
-        "ImageStatus",
-        img.image_status(proto::ImageStatusRequest {
-            image: image_spec(),
-            verbose: false,
-        })
-    );
-    timed!(
-        f,
-        "ListImages",
-        img.list_images(proto::ListImagesRequest::default())
-    );
     let logs = d.dir.path().join("logs");
     for i in 0..runs {
         let pod = start_pod(&mut rt, &mut f, i, &logs).await?;
+        // Queries are cheap and asked often (a kubelet's relist every
+        // second): each is timed REPEAT times per pod, so their figures
+        // rest on many samples, not on the first (cold) answer alone.
+        for _ in 0..REPEAT {
+            queries(&mut rt, &mut img, &mut f, &pod).await?;
+        }
         timed!(
             f,
             "ExecSync",
@@ -153,11 +148,6 @@ pub async fn measure(d: &Daemon, runs: usize) -> Result<Figures> {
                 cmd: vec!["true".into()],
                 timeout: 10,
             })
-        );
-        timed!(
-            f,
-            "ListContainers",
-            rt.list_containers(proto::ListContainersRequest::default())
         );
         timed!(
             f,
@@ -172,27 +162,51 @@ pub async fn measure(d: &Daemon, runs: usize) -> Result<Figures> {
     let pod = start_pod(&mut rt, &mut Figures::new(""), runs, &logs).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     f.daemon_rss_kib = rss_kib(d.child.id());
-    let dir = d.dir.path().display().to_string();
-    for pid in processes_named(d.monitors) {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.iter().any(|a| a.contains(&dir)) {
-            let exe = args
-                .first()
-                .map(|a| a.rsplit('/').next().unwrap_or(a))
-                .unwrap_or("?");
-            f.monitors.push(format!(
-                "{exe} {}",
-                args.get(1).map(String::as_str).unwrap_or("")
-            ));
-            f.monitors_rss_kib += rss_kib(pid);
-        }
+    for pid in monitors_of(d) {
+        let args = cmdline(pid);
+        let exe = args
+            .first()
+            .map(|a| a.rsplit('/').next().unwrap_or(a))
+            .unwrap_or("?");
+        f.monitors.push(format!(
+            "{exe} {}",
+            args.get(1).map(String::as_str).unwrap_or("")
+        ));
+        f.monitors_rss_kib += rss_kib(pid);
     }
     remove_pod(&mut rt, &mut Figures::new(""), &pod).await?;
     Ok(f)
+}
+
+fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// The daemon's monitor processes (their command lines name its
+/// directory).
+pub fn monitors_of(d: &Daemon) -> Vec<u32> {
+    let dir = d.dir.path().display().to_string();
+    processes_named(d.monitors)
+        .into_iter()
+        .filter(|p| cmdline(*p).iter().any(|a| a.contains(&dir)))
+        .collect()
+}
+
+/// [`start_pod`] untimed, with the error as text (for spawned clients).
+pub async fn run_pod(
+    rt: &mut RuntimeServiceClient<Channel>,
+    i: usize,
+    logs: &Path,
+) -> std::result::Result<(String, String), String> {
+    let mut f = Figures::new("");
+    match start_pod(rt, &mut f, i, logs).await {
+        Ok(p) => Ok(p),
+        Err(e) => Err(format!("pod {i}: {e}")),
+    }
 }
 
 /// Run a sandbox and start one container in it: (sandbox, container).
@@ -232,6 +246,16 @@ async fn start_pod(
         })
     );
     f.add("pod from scratch", t0.elapsed());
+    Ok((sb, c))
+}
+
+/// The status and list calls, once each.
+async fn queries(
+    rt: &mut RuntimeServiceClient<Channel>,
+    img: &mut ImageServiceClient<Channel>,
+    f: &mut Figures,
+    (sb, c): &(String, String),
+) -> Result<()> {
     timed!(
         f,
         "ContainerStatus",
@@ -248,7 +272,30 @@ async fn start_pod(
             verbose: false,
         })
     );
-    Ok((sb, c))
+    timed!(
+        f,
+        "ListContainers",
+        rt.list_containers(proto::ListContainersRequest::default())
+    );
+    timed!(
+        f,
+        "ListPodSandbox",
+        rt.list_pod_sandbox(proto::ListPodSandboxRequest::default())
+    );
+    timed!(
+        f,
+        "ImageStatus",
+        img.image_status(proto::ImageStatusRequest {
+            image: image_spec(),
+            verbose: false,
+        })
+    );
+    timed!(
+        f,
+        "ListImages",
+        img.list_images(proto::ListImagesRequest::default())
+    );
+    Ok(())
 }
 
 async fn remove_pod(
@@ -288,11 +335,16 @@ async fn remove_pod(
     Ok(())
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_kib(pid, "status", "VmRSS:")
+}
+
+/// A `<key> <n> kB` line of `/proc/<pid>/<file>`, in KiB (0 if absent).
+pub fn proc_kib(pid: u32, file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -313,7 +365,7 @@ fn processes_named(names: &[&str]) -> Vec<u32> {
     out
 }
 
-fn pct(v: &[Duration], p: usize) -> Duration {
+pub fn pct(v: &[Duration], p: usize) -> Duration {
     let mut s = v.to_vec();
     s.sort();
     s.get((s.len() * p / 100).min(s.len().saturating_sub(1)))
@@ -327,7 +379,9 @@ fn ms(d: Duration) -> String {
 
 pub fn report(ours: &Figures, theirs: Option<&Figures>, runs: usize) {
     println!();
-    println!("CRI calls, milliseconds ({runs} pods; {PULLS} pulls of {IMAGE}):");
+    println!(
+        "CRI calls, milliseconds ({runs} pods; {PULLS} pulls of {IMAGE}; status and list calls {REPEAT} times per pod):"
+    );
     let other = theirs.map(|t| t.name).unwrap_or("-");
     println!(
         "{:<18} {:>10} {:>10} {:>12} {:>12} {:>8}",

@@ -101,6 +101,18 @@ pub async fn run_sandbox(
     .pod_sandbox_id
 }
 
+/// StopPodSandbox then RemovePodSandbox, each asserted to succeed.
+pub async fn stop_and_remove_sandbox(rt: &mut RuntimeServiceClient<Channel>, sb: String) {
+    ok(rt
+        .stop_pod_sandbox(proto::StopPodSandboxRequest {
+            pod_sandbox_id: sb.clone(),
+        })
+        .await);
+    ok(rt
+        .remove_pod_sandbox(proto::RemovePodSandboxRequest { pod_sandbox_id: sb })
+        .await);
+}
+
 pub async fn run_container(
     rt: &mut RuntimeServiceClient<Channel>,
     sb: &str,
@@ -131,20 +143,39 @@ pub fn start_daemon(pubd: &Published) -> Daemon {
 
 /// A `podctl serve` with `extra` configuration lines.
 fn start_with_config(pubd: &Published, extra: &str) -> Daemon {
-    let Setup {
-        dir,
-        config: _,
-        socket,
-        bridge,
-        subnet,
-    } = setup(pubd, extra);
-    let child = spawn_daemon(dir.path(), &socket, &[]);
-    Daemon {
-        dir,
-        child,
-        socket,
-        bridge,
-        subnet,
+    setup(pubd, extra).start()
+}
+
+/// A `podctl serve` whose CNI configuration is a template
+/// (`[cni] conf_template`, the bridge conflist with `{{.PodCIDR}}` for its
+/// subnet): no pod network until UpdateRuntimeConfig brings the pod CIDR.
+pub fn start_daemon_with_cni_template(pubd: &Published) -> Daemon {
+    let s = setup(pubd, "cgroup_parent = \"/podctl-cri-test\"\n");
+    let conflist = s.dir.path().join("cni/10-test.conflist");
+    let template = s.dir.path().join("cni.template");
+    let text = ok(std::fs::read_to_string(&conflist))
+        .replace(&format!("{}.0/24", s.subnet), "{{.PodCIDR}}");
+    ok(std::fs::write(&template, text));
+    ok(std::fs::remove_file(&conflist));
+    let toml = ok(std::fs::read_to_string(&s.config)).replace(
+        "[cni]\n",
+        &format!("[cni]\nconf_template = \"{}\"\n", template.display()),
+    );
+    ok(std::fs::write(&s.config, toml));
+    s.start()
+}
+
+impl Setup {
+    /// Start `podctl serve` on this setup.
+    pub fn start(self) -> Daemon {
+        let child = spawn_daemon(self.dir.path(), &self.socket, &[]);
+        Daemon {
+            dir: self.dir,
+            child,
+            socket: self.socket,
+            bridge: self.bridge,
+            subnet: self.subnet,
+        }
     }
 }
 
