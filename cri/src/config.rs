@@ -18,6 +18,7 @@
 //! [cni]
 //! conf_dir = "/etc/cni/net.d"
 //! bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
+//! # conf_template = "/etc/podctl/cni.template"  # rendered with {{.PodCIDR}} on UpdateRuntimeConfig
 //!
 //! [registry.hosts."docker.io"]
 //! mirrors = ["http://127.0.0.1:5000"]
@@ -40,6 +41,11 @@ use crate::error::{CriError, IoContext, Result};
 pub struct CniSection {
     pub conf_dir: PathBuf,
     pub bin_dirs: Vec<PathBuf>,
+    /// A conflist with `{{.PodCIDR}}`, rendered into
+    /// `<conf_dir>/10-podctl-net.conflist` when the pod CIDR arrives
+    /// (UpdateRuntimeConfig), as containerd's `conf_template`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conf_template: Option<PathBuf>,
 }
 
 impl Default for CniSection {
@@ -48,6 +54,7 @@ impl Default for CniSection {
         CniSection {
             conf_dir: d.conf_dir,
             bin_dirs: d.bin_dirs,
+            conf_template: None,
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod authority;
 mod cgroup_detail;
+mod cni_template;
 mod collect;
 mod config;
 mod container;

@@ -228,12 +228,19 @@ impl RuntimeService for CriService {
             .map(|n| n.pod_cidr)
             .unwrap_or_default();
         if !cidr.is_empty() {
-            tracing::info!(pod_cidr = %cidr, "runtime config updated");
             let mut g = match self.inner.pod_cidr.lock() {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
-            *g = cidr;
+            if *g != cidr {
+                if let Some(t) = &self.inner.cfg.cni.conf_template {
+                    let written =
+                        crate::cni_template::render(t, &self.inner.cfg.cni.conf_dir, &cidr)?;
+                    tracing::info!(pod_cidr = %cidr, conflist = %written.display(), "CNI configuration rendered");
+                }
+                tracing::info!(pod_cidr = %cidr, "runtime config updated");
+                *g = cidr;
+            }
         }
         Ok(Response::new(proto::UpdateRuntimeConfigResponse {}))
     }

@@ -44,6 +44,8 @@ pub enum NodeError {
         source: Box<kube::Error>,
     },
     /// The kubelet API server could not start (address, TLS files).
+    #[error("{flag}: {reason}")]
+    Flag { flag: &'static str, reason: String },
     #[error("kubelet API: {reason}")]
     Server { reason: String },
     /// Reading ConfigMaps, Secrets or tokens from their source failed.

@@ -15,6 +15,7 @@ pub mod dns;
 pub mod envvars;
 pub mod error;
 pub mod events;
+pub mod eviction;
 pub mod hosts;
 pub mod probe;
 pub mod pull_secrets;

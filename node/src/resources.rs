@@ -32,6 +32,15 @@ fn value(c: &Container, which: &str, res: &str) -> Option<String> {
         .map(|q| q.0.clone())
 }
 
+/// The container's request of `res` scaled by `scale` (as
+/// [`quantity::parse`]); a missing request defaults to the limit.
+pub fn request_or_limit(c: &Container, res: &str, scale: f64) -> Option<i64> {
+    let limit = value(c, "limits", res).and_then(|q| quantity::parse(&q, scale));
+    value(c, "requests", res)
+        .and_then(|q| quantity::parse(&q, scale))
+        .or(limit)
+}
+
 /// `Guaranteed`, `Burstable` or `BestEffort`.
 pub fn qos_class(spec: &PodSpec) -> &'static str {
     let all: Vec<&Container> = spec
@@ -51,11 +60,7 @@ pub fn qos_class(spec: &PodSpec) -> &'static str {
         ["cpu", "memory"].iter().all(|r| {
             let scale = if *r == "cpu" { 1000.0 } else { 1.0 };
             let limit = value(c, "limits", r).and_then(|q| quantity::parse(&q, scale));
-            // A missing request defaults to the limit.
-            let request = value(c, "requests", r)
-                .and_then(|q| quantity::parse(&q, scale))
-                .or(limit);
-            limit.is_some() && request == limit
+            limit.is_some() && request_or_limit(c, r, scale) == limit
         })
     });
     if guaranteed {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::Kubeconfig;
 use podctl_cri::{server, CriService};
 use podctl_node::agent::{self, AgentConfig};
 use podctl_node::worker::WorkerConfig;
@@ -30,6 +30,10 @@ pub struct NodeArgs {
     /// Where the bootstrapped key and certificate go.
     #[arg(long, default_value = "/var/lib/podctl/pki")]
     pub cert_dir: PathBuf,
+    /// Renew the node's client certificate (in --cert-dir) before it
+    /// expires, by a CertificateSigningRequest, as the kubelet's flag.
+    #[arg(long)]
+    pub rotate_certificates: bool,
     /// Node name (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -72,8 +76,65 @@ pub struct NodeArgs {
     /// Seconds between node status updates.
     #[arg(long, default_value_t = 10)]
     pub node_status_update_frequency: u64,
+    /// Resources kept from pods for the system
+    /// (`cpu=500m,memory=1Gi,ephemeral-storage=1Gi`).
+    #[arg(long, default_value = "")]
+    pub system_reserved: String,
+    /// Resources kept from pods for the node agent (as --system-reserved).
+    #[arg(long, default_value = "")]
+    pub kube_reserved: String,
+    /// Hard eviction thresholds (`memory.available<100Mi,nodefs.available<10%`;
+    /// default the kubelet's; empty: none).
+    #[arg(long)]
+    pub eviction_hard: Option<String>,
+    /// Soft eviction thresholds (each needs --eviction-soft-grace-period).
+    #[arg(long, default_value = "")]
+    pub eviction_soft: String,
+    /// How long a soft threshold must stay met (`memory.available=1m30s`).
+    #[arg(long, default_value = "")]
+    pub eviction_soft_grace_period: String,
+    /// Longest grace period (seconds) a soft eviction gives a pod (0: its own).
+    #[arg(long, default_value_t = 0)]
+    pub eviction_max_pod_grace_period: u64,
+    /// How long a pressure condition stays after its threshold was last met.
+    #[arg(long, default_value = "5m")]
+    pub eviction_pressure_transition_period: String,
+    /// How often eviction signals are measured.
+    #[arg(long, default_value = "10s")]
+    pub housekeeping_interval: String,
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+fn duration_flag(flag: &str, v: &str) -> anyhow::Result<Duration> {
+    podctl_node::eviction::thresholds::parse_duration(v)
+        .with_context(|| format!("--{flag} {v:?}: want a duration like 90s, 1m30s or 5m"))
+}
+
+/// The eviction and reserve flags, checked.
+fn eviction_flags(
+    a: &NodeArgs,
+) -> anyhow::Result<(agent::Reserved, podctl_node::eviction::EvictionConfig)> {
+    let reserved = agent::Reserved::default()
+        .add("--system-reserved", &a.system_reserved)?
+        .add("--kube-reserved", &a.kube_reserved)?;
+    let thresholds = podctl_node::eviction::thresholds::build(
+        a.eviction_hard.as_deref(),
+        &a.eviction_soft,
+        &a.eviction_soft_grace_period,
+    )?;
+    let cfg = podctl_node::eviction::EvictionConfig {
+        thresholds,
+        max_pod_grace: Duration::from_secs(a.eviction_max_pod_grace_period),
+        transition: duration_flag(
+            "eviction-pressure-transition-period",
+            &a.eviction_pressure_transition_period,
+        )?,
+        interval: duration_flag("housekeeping-interval", &a.housekeeping_interval)?
+            .max(Duration::from_millis(100)),
+        allocatable_memory: 0,
+    };
+    Ok((reserved, cfg))
 }
 
 fn host_name() -> String {
@@ -89,9 +150,11 @@ fn nix_hostname() -> Option<String> {
 
 /// Run the agent; container logs go under `log_root` (`--log-root`).
 pub async fn node(a: NodeArgs, log_root: PathBuf) -> anyhow::Result<()> {
+    let (reserved, eviction) = eviction_flags(&a)?;
     let cfg = a.serve.load()?;
     let socket = cfg.socket.clone();
     let pods_root = cfg.root.join("pods");
+    let root = cfg.root.clone();
     let svc = CriService::new(cfg).context("opening the runtime and image store")?;
     crate::stream::start(&svc).await?;
     svc.collect_periodically();
@@ -105,6 +168,11 @@ pub async fn node(a: NodeArgs, log_root: PathBuf) -> anyhow::Result<()> {
 
     let node_name = a.node_name.clone().unwrap_or_else(host_name);
     if let Some(boot) = &a.bootstrap_kubeconfig {
+        if a.rotate_certificates && agent::rotation::expired(&a.kubeconfig) {
+            tracing::warn!(kubeconfig = %a.kubeconfig.display(), "the node certificate expired: bootstrapping again");
+            std::fs::remove_file(&a.kubeconfig)
+                .with_context(|| format!("removing {}", a.kubeconfig.display()))?;
+        }
         agent::bootstrap::bootstrap(
             boot,
             &a.kubeconfig,
@@ -115,12 +183,21 @@ pub async fn node(a: NodeArgs, log_root: PathBuf) -> anyhow::Result<()> {
         .await
         .context("TLS bootstrap")?;
     }
-    let kc = Kubeconfig::read_from(&a.kubeconfig)
-        .with_context(|| format!("reading {}", a.kubeconfig.display()))?;
-    let kcfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .with_context(|| format!("kubeconfig {}", a.kubeconfig.display()))?;
-    let client = kube::Client::try_from(kcfg).context("API client")?;
+    let (client, rotation) = if a.rotate_certificates {
+        let (client, slot) = agent::rotation::rotating_client(&a.kubeconfig).await?;
+        let task = tokio::spawn(agent::rotation::run(
+            slot,
+            a.kubeconfig.clone(),
+            a.cert_dir.clone(),
+            node_name.clone(),
+        ));
+        (client, Some(task))
+    } else {
+        let kc = Kubeconfig::read_from(&a.kubeconfig)
+            .with_context(|| format!("reading {}", a.kubeconfig.display()))?;
+        let client = agent::bootstrap::client_for(kc, &a.kubeconfig, "kubeconfig").await?;
+        (client, None)
+    };
 
     let mut labels = std::collections::BTreeMap::new();
     for l in &a.labels {
@@ -139,6 +216,9 @@ pub async fn node(a: NodeArgs, log_root: PathBuf) -> anyhow::Result<()> {
         labels,
         status_update: Duration::from_secs(a.node_status_update_frequency.max(1)),
         static_pods: a.pod_manifest_path.clone(),
+        root,
+        reserved,
+        eviction,
         ..Default::default()
     };
     let worker = WorkerConfig {
@@ -153,5 +233,8 @@ pub async fn node(a: NodeArgs, log_root: PathBuf) -> anyhow::Result<()> {
     tracing::info!(node = %acfg.node_name, "starting node agent");
     let r = agent::run(svc, client, acfg, worker, crate::serve::shutdown_signal()).await;
     cri_server.abort();
+    if let Some(t) = rotation {
+        t.abort();
+    }
     r.map_err(Into::into)
 }

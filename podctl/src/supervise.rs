@@ -190,7 +190,7 @@ pub async fn supervise(ctx: &PodContext, dir: PathBuf) -> anyhow::Result<()> {
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or_default();
-            let _ = stop_tx.send(Some(Stop { grace: req.grace.map(Duration::from_secs) }));
+            let _ = stop_tx.send(Some(Stop { grace: req.grace.map(Duration::from_secs), evict: None }));
             (task.await?, false)
         }
     };

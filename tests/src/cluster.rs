@@ -149,6 +149,13 @@ impl Pki {
     }
 }
 
+/// Hard eviction levels for node agents under test, as the e2e kubelet's
+/// configuration has them: low enough that a shared, fuller disk (the
+/// kubelet's defaults evict below 10% nodefs and 15% imagefs free) does
+/// not put the test node under DiskPressure.
+pub const TEST_EVICTION_HARD: &str =
+    "--eviction-hard=memory.available<50Mi,nodefs.available<1%,imagefs.available<1%,nodefs.inodesFree<1%";
+
 /// Child processes killed (by PID) on drop.
 #[derive(Default)]
 pub struct Procs(pub Vec<(String, Child)>);
@@ -174,6 +181,18 @@ impl Procs {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Procs {
+    /// SIGKILL one process (by its PID), as a machine that is lost, and
+    /// reap it.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(i) = self.0.iter().position(|(n, _)| n == name) {
+            let (_, mut c) = self.0.remove(i);
+            let _ = c.kill();
             let _ = c.wait();
         }
     }
@@ -210,6 +229,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(dir: &Path) -> Cluster {
+        Cluster::start_with(dir, &[])
+    }
+
+    /// As [`Cluster::start`], with extra kube-controller-manager flags.
+    pub fn start_with(dir: &Path, controller_manager_flags: &[&str]) -> Cluster {
         let bin = |n: &str| find(n).unwrap_or_else(|| panic!("{n} not found"));
         let pki = Pki::new(dir);
         let (api_crt, api_key) = pki.cert("apiserver", "/CN=kube-apiserver", true);
@@ -289,19 +313,21 @@ impl Cluster {
         c.procs.spawn(
             "kube-controller-manager",
             dir,
-            Command::new(bin("kube-controller-manager")).args([
-                format!("--kubeconfig={admin_s}"),
-                format!("--authentication-kubeconfig={admin_s}"),
-                format!("--authorization-kubeconfig={admin_s}"),
-                format!("--service-account-private-key-file={}", p("sa.key")),
-                format!("--root-ca-file={}", p("ca.crt")),
-                format!("--cluster-signing-cert-file={}", p("ca.crt")),
-                format!("--cluster-signing-key-file={}", p("ca.key")),
-                "--leader-elect=false".into(),
-                "--bind-address=127.0.0.1".into(),
-                format!("--secure-port={}", free_port()),
-                "--controllers=*".into(),
-            ]),
+            Command::new(bin("kube-controller-manager"))
+                .args([
+                    format!("--kubeconfig={admin_s}"),
+                    format!("--authentication-kubeconfig={admin_s}"),
+                    format!("--authorization-kubeconfig={admin_s}"),
+                    format!("--service-account-private-key-file={}", p("sa.key")),
+                    format!("--root-ca-file={}", p("ca.crt")),
+                    format!("--cluster-signing-cert-file={}", p("ca.crt")),
+                    format!("--cluster-signing-key-file={}", p("ca.key")),
+                    "--leader-elect=false".into(),
+                    "--bind-address=127.0.0.1".into(),
+                    format!("--secure-port={}", free_port()),
+                    "--controllers=*".into(),
+                ])
+                .args(controller_manager_flags),
         );
         c.procs.spawn(
             "kube-scheduler",
@@ -487,4 +513,153 @@ fn collect_procs(dir: &Path, out: &mut Vec<i32>) {
             collect_procs(&e.path(), out);
         }
     }
+}
+
+/// What the node leaves behind, undone even when the test fails: made
+/// before the control plane so that it is dropped after the agent.
+pub fn cleanup_for(dir: &Path) -> NodeCleanup {
+    NodeCleanup {
+        dir: dir.to_path_buf(),
+        cgroup_parent: format!("/podctl-node-test-{}", std::process::id()),
+        bridge: crate::unique_name("podnode"),
+    }
+}
+
+/// The agent's configuration file and the free a.b.c.0/24 of its bridge.
+pub fn node_config(dir: &Path, registry: &str, cleanup: &NodeCleanup) -> (PathBuf, String) {
+    let subnet = crate::free_subnet(std::process::id()).unwrap_or_else(|e| panic!("{e}"));
+    crate::write_bridge_conflist(dir, "podctl-node-test", &cleanup.bridge, &subnet, true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    (write_node_toml(dir, registry, cleanup, ""), subnet)
+}
+
+/// The agent's configuration file with a CNI template instead of a fixed
+/// conflist: its bridge gets the Node's `spec.podCIDR` once allocated.
+pub fn node_config_pod_cidr(dir: &Path, registry: &str, cleanup: &NodeCleanup) -> PathBuf {
+    let t = crate::write_bridge_conflist(
+        &dir.join("template"),
+        "podctl-node-test",
+        &cleanup.bridge,
+        "{{.PodCIDR}}",
+        true,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .join("10-test.conflist");
+    write_node_toml(
+        dir,
+        registry,
+        cleanup,
+        &format!("conf_template = \"{}\"\n", t.display()),
+    )
+}
+
+fn write_node_toml(dir: &Path, registry: &str, cleanup: &NodeCleanup, cni_extra: &str) -> PathBuf {
+    let cfg = format!(
+        "socket = \"{d}/podctl.sock\"\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+         cgroup_parent = \"{cg}\"\nlog_level = \"info,podctl=debug\"\n\n\
+         [cni]\nconf_dir = \"{d}/cni\"\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\n{cni_extra}\n\
+         [registry.hosts.\"{registry}\"]\ninsecure = true\n",
+        d = dir.display(),
+        cg = cleanup.cgroup_parent,
+    );
+    let p = dir.join("podctl.toml");
+    std::fs::write(&p, cfg).unwrap_or_else(|e| panic!("{e}"));
+    p
+}
+
+/// Whether a control-plane test must skip: prints which binaries are
+/// missing (CI has none of them) and returns true.
+pub fn skip_without_binaries(test: &str) -> bool {
+    let missing: Vec<&str> = BINARIES.into_iter().filter(|b| find(b).is_none()).collect();
+    if missing.is_empty() {
+        return false;
+    }
+    eprintln!(
+        "skipped: the {test} test needs {} (set E2E_BIN or KUBEBUILDER_ASSETS; see README)",
+        missing.join(", ")
+    );
+    true
+}
+
+/// `podctl node` on loopback with its configuration, credentials, name,
+/// kubelet API port and serving certificate; callers add the rest.
+pub fn node_command(
+    config: &Path,
+    kubeconfig: &Path,
+    name: &str,
+    kubelet_port: u16,
+    serving: (&Path, &Path),
+) -> Command {
+    let mut cmd = Command::new(crate::workspace_bin("podctl"));
+    cmd.arg("node")
+        .arg("--config")
+        .arg(config)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--node-name", name, "--node-ip", "127.0.0.1"])
+        .arg(format!("--kubelet-address=127.0.0.1:{kubelet_port}"))
+        .arg("--tls-cert-file")
+        .arg(serving.0)
+        .arg("--tls-private-key-file")
+        .arg(serving.1);
+    cmd
+}
+
+/// A bootstrap token `<id>.<secret>` allowed to ask for node client
+/// certificates, which the controller-manager approves and signs.
+pub const BOOTSTRAP_RBAC: &str = r#"apiVersion: v1
+kind: Secret
+metadata: {name: bootstrap-token-abcdef, namespace: kube-system}
+type: bootstrap.kubernetes.io/token
+stringData:
+  token-id: abcdef
+  token-secret: 0123456789abcdef
+  usage-bootstrap-authentication: "true"
+  auth-extra-groups: system:bootstrappers:podctl
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: podctl-node-bootstrapper}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:node-bootstrapper"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:bootstrappers"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: podctl-node-autoapprove}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:certificates.k8s.io:certificatesigningrequests:nodeclient"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:bootstrappers"}]
+"#;
+
+/// The token of [`BOOTSTRAP_RBAC`].
+pub const BOOTSTRAP_TOKEN: &str = "abcdef.0123456789abcdef";
+
+impl Cluster {
+    /// The status (`True`, `False`, `Unknown`) of condition `kind` of Node `node`.
+    pub fn node_condition(&self, node: &str, kind: &str) -> Option<String> {
+        let n = self.get_json(&["node", node])?;
+        n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|x| x["type"] == kind)
+            .and_then(|x| x["status"].as_str().map(str::to_string))
+    }
+
+    pub fn node_ready(&self, node: &str) -> bool {
+        self.node_condition(node, "Ready").as_deref() == Some("True")
+    }
+}
+
+/// PIDs of processes with `marker` as an argument.
+pub fn processes_with_arg(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|a| a == marker.as_bytes()))
+                .unwrap_or(false)
+        })
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
 }

@@ -212,7 +212,9 @@ impl Env {
                     .arg("--client-ca-file")
                     .arg(&ca)
                     .args(["--cluster-dns", &o.cluster_dns])
-                    .args(["--cluster-domain", "cluster.local"]);
+                    .args(["--cluster-domain", "cluster.local"])
+                    // The kubelet's evictionHard below, for a fair count.
+                    .arg(crate::cluster::TEST_EVICTION_HARD);
                 cluster.procs.spawn("podctl-node", d, &mut cmd);
             }
             Agent::KubeletOnPodctl | Agent::KubeletOnContainerd => {

@@ -14,54 +14,14 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use podctl_tests::cluster::{find, free_port, Cluster, NodeCleanup, BINARIES};
+use podctl_tests::cluster::{
+    cleanup_for, free_port, node_command, node_config, processes_with_arg, skip_without_binaries,
+    Cluster, BOOTSTRAP_RBAC, BOOTSTRAP_TOKEN,
+};
 use podctl_tests::fixtures::publish;
 use podctl_tests::registry::Registry;
 
 const NODE: &str = "podctl-test-node";
-
-/// What the node leaves behind, undone even when the test fails: made
-/// before the control plane so that it is dropped after the agent.
-fn cleanup_for(dir: &Path) -> NodeCleanup {
-    NodeCleanup {
-        dir: dir.to_path_buf(),
-        cgroup_parent: format!("/podctl-node-test-{}", std::process::id()),
-        bridge: podctl_tests::unique_name("podnode"),
-    }
-}
-
-/// The agent's configuration file and the free a.b.c.0/24 of its bridge.
-fn node_config(dir: &Path, registry: &str, cleanup: &NodeCleanup) -> (std::path::PathBuf, String) {
-    let subnet = podctl_tests::free_subnet(std::process::id()).unwrap_or_else(|e| panic!("{e}"));
-    podctl_tests::write_bridge_conflist(dir, "podctl-node-test", &cleanup.bridge, &subnet, true)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let cfg = format!(
-        "socket = \"{d}/podctl.sock\"\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
-         cgroup_parent = \"{cg}\"\nlog_level = \"info,podctl=debug\"\n\n\
-         [cni]\nconf_dir = \"{d}/cni\"\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\n\n\
-         [registry.hosts.\"{registry}\"]\ninsecure = true\n",
-        d = dir.display(),
-        cg = cleanup.cgroup_parent,
-    );
-    let p = dir.join("podctl.toml");
-    std::fs::write(&p, cfg).unwrap_or_else(|e| panic!("{e}"));
-    (p, subnet)
-}
-
-/// PIDs of processes with `marker` as an argument.
-fn sleepers(marker: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .map(|c| c.split(|b| *b == 0).any(|a| a == marker.as_bytes()))
-                .unwrap_or(false)
-        })
-        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
-        .collect()
-}
 
 fn first_pod(c: &Cluster) -> Option<serde_json::Value> {
     c.get_json(&["pods", "-l", "app=web", "-n", "default"])?
@@ -96,12 +56,7 @@ fn ready(p: &serde_json::Value) -> bool {
 
 #[test]
 fn a_stock_control_plane_runs_a_deployment_on_podctl_node() {
-    let missing: Vec<&str> = BINARIES.into_iter().filter(|b| find(b).is_none()).collect();
-    if !missing.is_empty() {
-        eprintln!(
-            "skipped: the node agent test needs {} (set E2E_BIN or KUBEBUILDER_ASSETS; see README)",
-            missing.join(", ")
-        );
+    if skip_without_binaries("node agent") {
         return;
     }
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -117,33 +72,10 @@ fn a_stock_control_plane_runs_a_deployment_on_podctl_node() {
     // TLS bootstrap, as a kubelet joins: a bootstrap token allowed to ask
     // for node client certificates, which the controller-manager approves
     // and signs; the node writes its own kubeconfig.
-    c.apply(
-        r#"apiVersion: v1
-kind: Secret
-metadata: {name: bootstrap-token-abcdef, namespace: kube-system}
-type: bootstrap.kubernetes.io/token
-stringData:
-  token-id: abcdef
-  token-secret: 0123456789abcdef
-  usage-bootstrap-authentication: "true"
-  auth-extra-groups: system:bootstrappers:podctl
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: podctl-node-bootstrapper}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:node-bootstrapper"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:bootstrappers"}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: podctl-node-autoapprove}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:certificates.k8s.io:certificatesigningrequests:nodeclient"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:bootstrappers"}]
-"#,
-    );
+    c.apply(BOOTSTRAP_RBAC);
     let boot = c
         .pki
-        .token_kubeconfig("bootstrap", &c.server, "abcdef.0123456789abcdef");
+        .token_kubeconfig("bootstrap", &c.server, BOOTSTRAP_TOKEN);
     let kubeconfig = d.join("node.kubeconfig");
     let (scrt, skey) = c.pki.cert("kubelet-serving", &format!("/CN={NODE}"), true);
     let (config, subnet) = node_config(d, &pubd.host, &cleanup);
@@ -162,41 +94,24 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:boot
     .unwrap_or_else(|e| panic!("{e}"));
     let ca = c.pki.dir.join("ca.crt");
     let node_cmd = || {
-        let mut cmd = Command::new(podctl_tests::workspace_bin("podctl"));
-        cmd.arg("node")
-            .arg("--config")
-            .arg(&config)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .arg("--bootstrap-kubeconfig")
+        let mut cmd = node_command(&config, &kubeconfig, NODE, port, (&scrt, &skey));
+        cmd.arg("--bootstrap-kubeconfig")
             .arg(&boot)
             .arg("--cert-dir")
             .arg(d.join("pki"))
-            .args(["--node-name", NODE, "--node-ip", "127.0.0.1"])
-            .arg(format!("--kubelet-address=127.0.0.1:{port}"))
-            .arg("--tls-cert-file")
-            .arg(&scrt)
-            .arg("--tls-private-key-file")
-            .arg(&skey)
             .arg("--client-ca-file")
             .arg(&ca)
             .arg("--pod-manifest-path")
             .arg(&manifests)
-            .args(["--sync-frequency", "2"]);
+            .args(["--sync-frequency", "2"])
+            .arg(podctl_tests::cluster::TEST_EVICTION_HARD);
         cmd
     };
     let mut cmd = node_cmd();
     c.procs.spawn("podctl-node", d, &mut cmd);
 
     // Registered, Ready, heartbeating.
-    c.wait("Node Ready", 120, || {
-        c.get_json(&["node", NODE]).is_some_and(|n| {
-            n["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter()
-                    .any(|x| x["type"] == "Ready" && x["status"] == "True")
-            })
-        })
-    });
+    c.wait("Node Ready", 120, || c.node_ready(NODE));
     let node = c.get_json(&["node", NODE]).unwrap_or_default();
     assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], NODE);
     assert!(node["status"]["capacity"]["cpu"].is_string(), "{node}");
@@ -381,7 +296,7 @@ spec:
     println!("check: kubectl port-forward reaches the pod's port 8080: ok");
 
     // Restarting the agent adopts the running pod: same process, no restart.
-    let before = sleepers(&app_mark);
+    let before = processes_with_arg(&app_mark);
     c.procs.stop("podctl-node");
     let mut cmd = node_cmd();
     c.procs.spawn("podctl-node", d, &mut cmd);
@@ -389,7 +304,11 @@ spec:
     c.wait("the pod Ready under the restarted agent", 60, || {
         first_pod(&c).is_some_and(|p| ready(&p) && p["metadata"]["name"] == name.as_str())
     });
-    assert_eq!(sleepers(&app_mark), before, "the container was replaced");
+    assert_eq!(
+        processes_with_arg(&app_mark),
+        before,
+        "the container was replaced"
+    );
     let p = first_pod(&c).unwrap_or_default();
     assert_eq!(
         p["status"]["containerStatuses"][0]["restartCount"], 0,
@@ -426,7 +345,7 @@ spec:
     println!("check: stats/summary through the API server, Events {reasons:?}: ok");
 
     // Deleting the pod ends its container; the Deployment replaces it.
-    let old = sleepers(&app_mark);
+    let old = processes_with_arg(&app_mark);
     assert_eq!(old.len(), 1, "one container running the app");
     c.kubectl(&["delete", "pod", &name, "--wait=true", "--timeout=90s"])
         .unwrap_or_else(|e| panic!("{e}"));
@@ -449,17 +368,19 @@ spec:
         "deleted pod object still there"
     );
     assert_eq!(
-        sleepers(&app_mark).len(),
+        processes_with_arg(&app_mark).len(),
         1,
         "only the replacement's container runs"
     );
     c.kubectl(&["delete", "deployment", "web", "--wait=true"])
         .unwrap_or_else(|e| panic!("{e}"));
-    c.wait("all containers gone", 90, || sleepers(&app_mark).is_empty());
+    c.wait("all containers gone", 90, || {
+        processes_with_arg(&app_mark).is_empty()
+    });
     println!("check: replacement pod Ready; deleting the Deployment ends it: ok");
     std::fs::remove_file(manifests.join("static.yaml")).unwrap_or_else(|e| panic!("{e}"));
     c.wait("the static pod and its mirror gone", 90, || {
-        sleepers(&static_mark).is_empty() && c.get_json(&["pod", &mirror]).is_none()
+        processes_with_arg(&static_mark).is_empty() && c.get_json(&["pod", &mirror]).is_none()
     });
     println!("check: removing the manifest stops the static pod and deletes its mirror: ok");
     drop(c);

@@ -17,6 +17,32 @@ pub struct Rejection {
     pub message: String,
 }
 
+/// Refusals under node pressure, as the kubelet's eviction admission:
+/// BestEffort pods under memory pressure, every pod under disk or PID
+/// pressure. Critical pods ([`crate::agent::pods::is_critical`]) pass.
+pub fn under_pressure(pod: &Pod, p: crate::eviction::Pressure) -> Result<(), Rejection> {
+    if crate::agent::pods::is_critical(pod) {
+        return Ok(());
+    }
+    let best_effort = pod
+        .spec
+        .as_ref()
+        .is_some_and(|s| crate::resources::qos_class(s) == "BestEffort");
+    let condition = if p.disk {
+        "DiskPressure"
+    } else if p.pids {
+        "PIDPressure"
+    } else if p.memory && best_effort {
+        "MemoryPressure"
+    } else {
+        return Ok(());
+    };
+    Err(Rejection {
+        reason: "Evicted",
+        message: format!("Pod The node had condition: [{condition}]. "),
+    })
+}
+
 /// Sysctls every pod may set.
 pub const SAFE_SYSCTLS: &[&str] = &[
     "kernel.shm_rmid_forced",

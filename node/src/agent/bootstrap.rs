@@ -56,12 +56,54 @@ pub async fn bootstrap(
     }
     let kc =
         Kubeconfig::read_from(bootstrap_kubeconfig).map_err(|e| bad(bootstrap_kubeconfig, e))?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc.clone(), &KubeConfigOptions::default())
+    let client = client_for(kc.clone(), bootstrap_kubeconfig, "bootstrap").await?;
+    let (key_pem, cert) =
+        request_certificate(&client, node, timeout)
+            .await
+            .map_err(|e| match e {
+                NodeError::Source { reason, .. } => bad(bootstrap_kubeconfig, reason),
+                other => other,
+            })?;
+    std::fs::create_dir_all(cert_dir).ctx("create", cert_dir)?;
+    let crt_path = cert_dir.join("node-client.crt");
+    let key_path = cert_dir.join("node-client.key");
+    write_private(&key_path, key_pem.as_bytes())?;
+    write_private(&crt_path, &cert)?;
+    let text =
+        node_kubeconfig(&kc, &crt_path, &key_path).map_err(|e| bad(bootstrap_kubeconfig, e))?;
+    write_private(kubeconfig, text.as_bytes())?;
+    tracing::info!(kubeconfig = %kubeconfig.display(), "node credentials written");
+    Ok(())
+}
+
+/// An API client for the kubeconfig `kc` read from `path`; errors name
+/// `what` and the path.
+pub async fn client_for(kc: Kubeconfig, path: &Path, what: &str) -> Result<Client> {
+    let bad = |reason: String| NodeError::Source {
+        what: format!("{what} {}", path.display()),
+        reason,
+    };
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
-        .map_err(|e| bad(bootstrap_kubeconfig, e))?;
-    let client = Client::try_from(cfg).map_err(|e| bad(bootstrap_kubeconfig, e))?;
-    let (key_pem, csr_pem) = key_and_csr(node).map_err(|e| bad(bootstrap_kubeconfig, e))?;
-    let name = format!("node-csr-{node}-{}", jiff::Timestamp::now().as_second());
+        .map_err(|e| bad(e.to_string()))?;
+    Client::try_from(cfg).map_err(|e| bad(e.to_string()))
+}
+
+/// Ask for a node client certificate with `client`'s credentials (a
+/// bootstrap token, or the node's current certificate when renewing) and
+/// wait up to `timeout` for it to be signed: the new key (PEM) and the
+/// certificate (PEM).
+pub async fn request_certificate(
+    client: &Client,
+    node: &str,
+    timeout: Duration,
+) -> Result<(String, Vec<u8>)> {
+    let what = Path::new("CertificateSigningRequest");
+    let (key_pem, csr_pem) = key_and_csr(node).map_err(|e| bad(what, e))?;
+    let name = format!(
+        "node-csr-{node}-{}",
+        jiff::Timestamp::now().as_nanosecond() / 1_000_000
+    );
     let csr = CertificateSigningRequest {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -80,18 +122,18 @@ pub async fn bootstrap(
         },
         status: None,
     };
-    let api: Api<CertificateSigningRequest> = Api::all(client);
+    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     api.create(&PostParams::default(), &csr)
         .await
         .api(format!("create CertificateSigningRequest {name}"))?;
     tracing::info!(csr = %name, "waiting for the node certificate");
     let deadline = Instant::now() + timeout;
-    let cert = loop {
+    loop {
         match api.get(&name).await {
             Ok(c) => {
                 let st = c.status.unwrap_or_default();
                 if let Some(cert) = st.certificate.filter(|c| !c.0.is_empty()) {
-                    break cert.0;
+                    return Ok((key_pem, cert.0));
                 }
                 if let Some(d) = st
                     .conditions
@@ -100,7 +142,7 @@ pub async fn bootstrap(
                     .find(|c| c.type_ == "Denied" || c.type_ == "Failed")
                 {
                     return Err(bad(
-                        bootstrap_kubeconfig,
+                        what,
                         format!("CSR {name} {}: {}", d.type_, d.message.unwrap_or_default()),
                     ));
                 }
@@ -109,27 +151,14 @@ pub async fn bootstrap(
             Err(e) => return Err(e).api(format!("get CertificateSigningRequest {name}")),
         }
         if Instant::now() > deadline {
-            return Err(bad(
-                bootstrap_kubeconfig,
-                format!("CSR {name} not signed in time"),
-            ));
+            return Err(bad(what, format!("CSR {name} not signed in time")));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    std::fs::create_dir_all(cert_dir).ctx("create", cert_dir)?;
-    let crt_path = cert_dir.join("node-client.crt");
-    let key_path = cert_dir.join("node-client.key");
-    write_private(&key_path, key_pem.as_bytes())?;
-    write_private(&crt_path, &cert)?;
-    let text =
-        node_kubeconfig(&kc, &crt_path, &key_path).map_err(|e| bad(bootstrap_kubeconfig, e))?;
-    write_private(kubeconfig, text.as_bytes())?;
-    tracing::info!(kubeconfig = %kubeconfig.display(), "node credentials written");
-    Ok(())
+    }
 }
 
 /// Written 0600 through a temporary file and a rename.
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp: PathBuf = path.with_extension("tmp");
@@ -146,7 +175,7 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 /// The bootstrap kubeconfig's cluster with the node's own certificate.
-fn node_kubeconfig(
+pub(crate) fn node_kubeconfig(
     boot: &Kubeconfig,
     crt: &Path,
     key: &Path,

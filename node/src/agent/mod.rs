@@ -13,7 +13,9 @@ pub mod api;
 pub mod bootstrap;
 pub mod lease;
 pub mod node_status;
+pub mod pod_cidr;
 pub mod pods;
+pub mod rotation;
 pub mod server;
 pub mod static_pods;
 
@@ -52,6 +54,44 @@ pub struct AgentConfig {
     pub kubelet_version: String,
     /// Static pod manifests (`--pod-manifest-path`).
     pub static_pods: Option<PathBuf>,
+    /// Kept from pods for the system and the agent (`--system-reserved`
+    /// plus `--kube-reserved`).
+    pub reserved: Reserved,
+    /// Node-pressure eviction (`--eviction-*`).
+    pub eviction: crate::eviction::EvictionConfig,
+}
+
+/// Resources kept from pods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reserved {
+    pub cpu_milli: u64,
+    pub memory: u64,
+    pub ephemeral_storage: u64,
+}
+
+impl Reserved {
+    /// `cpu=500m,memory=1Gi,ephemeral-storage=1Gi` added to `self`; `flag`
+    /// names the flag in errors.
+    pub fn add(mut self, flag: &'static str, spec: &str) -> Result<Reserved> {
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let bad = |reason: String| crate::NodeError::Flag { flag, reason };
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| bad(format!("{item:?}: want resource=quantity")))?;
+            let scale = if k == "cpu" { 1000.0 } else { 1.0 };
+            let n = crate::quantity::parse(v, scale)
+                .ok_or_else(|| bad(format!("{item:?}: {v:?} is not a quantity")))?
+                .max(0) as u64;
+            match k.trim() {
+                "cpu" => self.cpu_milli += n,
+                "memory" => self.memory += n,
+                "ephemeral-storage" => self.ephemeral_storage += n,
+                "pid" => {}
+                other => return Err(bad(format!("{item:?}: unknown resource {other:?}"))),
+            }
+        }
+        Ok(self)
+    }
 }
 
 impl Default for AgentConfig {
@@ -72,6 +112,8 @@ impl Default for AgentConfig {
             runtime_version: format!("podctl://{}", env!("CARGO_PKG_VERSION")),
             kubelet_version: format!("v1.24.0-podctl.{}", env!("CARGO_PKG_VERSION")),
             static_pods: None,
+            reserved: Reserved::default(),
+            eviction: crate::eviction::EvictionConfig::default(),
         }
     }
 }
@@ -81,7 +123,7 @@ pub async fn register(client: &Client, cfg: &AgentConfig) -> Result<Node> {
     let api: Api<Node> = Api::all(client.clone());
     let now = crate::status::now();
     let m = node_status::Machine::read(&cfg.root);
-    let node = node_status::node(cfg, &m, &now);
+    let node = node_status::node(cfg, &m, Default::default(), &now);
     let created = match api.create(&PostParams::default(), &node).await {
         Ok(n) => n,
         Err(e) if api_code(&e) == Some(409) => {
@@ -115,11 +157,12 @@ pub async fn update_status(
     client: &Client,
     cfg: &AgentConfig,
     m: &node_status::Machine,
+    pressure: crate::eviction::Pressure,
     last: &Node,
 ) -> Result<Node> {
     let api: Api<Node> = Api::all(client.clone());
     let now = crate::status::now();
-    let mut st = node_status::status(cfg, m, &now);
+    let mut st = node_status::status(cfg, m, pressure, &now);
     if let (Some(new), Some(old)) = (
         st.conditions.as_mut(),
         last.status.as_ref().and_then(|s| s.conditions.as_ref()),
@@ -137,8 +180,8 @@ pub async fn update_status(
 }
 
 /// Whether a condition's status differs from what the Node shows.
-fn conditions_changed(m: &node_status::Machine, node: &Node) -> bool {
-    let now = node_status::conditions(m, &crate::status::now());
+fn conditions_changed(pressure: crate::eviction::Pressure, node: &Node) -> bool {
+    let now = node_status::conditions(pressure, &crate::status::now());
     let shown = node
         .status
         .as_ref()
@@ -178,16 +221,26 @@ pub async fn run<C: Cri>(
     let sources = Arc::new(api::ApiSources {
         client: client.clone(),
     });
-    let manager = Arc::new(pods::PodManager::new(
+    let manager = pods::PodManager::new(
         cri.clone(),
         client.clone(),
         cfg.node_name.clone(),
         worker,
         sources,
         events,
+    );
+    let pressure = manager.pressure.clone();
+    let mut eviction_cfg = cfg.eviction.clone();
+    let m = node_status::Machine::read(&cfg.root);
+    eviction_cfg.allocatable_memory = m.memory_bytes.saturating_sub(cfg.reserved.memory);
+    let eviction = Arc::new(crate::eviction::EvictionManager::new(
+        eviction_cfg,
+        cfg.root.clone(),
+        pressure.clone(),
     ));
+    let manager = Arc::new(manager);
     let kubelet = Arc::new(server::Kubelet {
-        cri,
+        cri: cri.clone(),
         client: client.clone(),
         node: cfg.node_name.clone(),
         pods: manager.view.clone(),
@@ -200,6 +253,7 @@ pub async fn run<C: Cri>(
     };
     let server = tokio::spawn(server::serve(kubelet, server_cfg));
     let watch = tokio::spawn(manager.clone().run());
+    let evictions = tokio::spawn(eviction.run(manager.clone()));
     let statics = cfg.static_pods.clone().map(|dir| {
         tokio::spawn(static_pods::run(
             manager.clone(),
@@ -213,7 +267,10 @@ pub async fn run<C: Cri>(
     let heartbeat = {
         let client = client.clone();
         let cfg = cfg.clone();
+        let cri = cri.clone();
         async move {
+            let mut pod_cidr = String::new();
+            pod_cidr::send(&cri, &node, &mut pod_cidr).await;
             let mut status_tick = tokio::time::interval(cfg.status_update);
             let mut lease_tick = tokio::time::interval(cfg.lease_renew);
             // Conditions are checked more often and sent as soon as one flips.
@@ -231,9 +288,13 @@ pub async fn run<C: Cri>(
                     }
                 };
                 let m = node_status::Machine::read(&cfg.root);
-                if periodic || conditions_changed(&m, &node) {
-                    match update_status(&client, &cfg, &m, &node).await {
-                        Ok(n) => node = n,
+                let p = *pods::lock(&pressure);
+                if periodic || conditions_changed(p, &node) {
+                    match update_status(&client, &cfg, &m, p, &node).await {
+                        Ok(n) => {
+                            node = n;
+                            pod_cidr::send(&cri, &node, &mut pod_cidr).await;
+                        }
                         Err(e) => tracing::warn!(error = %e, "node status"),
                     }
                 }
@@ -249,6 +310,7 @@ pub async fn run<C: Cri>(
         r = server => r.unwrap_or_else(|e| Err(crate::NodeError::Server { reason: e.to_string() })),
     };
     watch.abort();
+    evictions.abort();
     if let Some(s) = statics {
         s.abort();
     }

@@ -13,6 +13,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::AgentConfig;
+use crate::eviction::thresholds::Signal;
+use crate::eviction::Pressure;
 
 /// What the machine has, read from /proc and statvfs.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -22,6 +24,8 @@ pub struct Machine {
     pub memory_available: u64,
     pub disk_bytes: u64,
     pub disk_available: u64,
+    pub inodes: u64,
+    pub inodes_free: u64,
     pub pids: u64,
     pub pid_max: u64,
     pub kernel: String,
@@ -51,12 +55,17 @@ fn first_line(path: &str) -> String {
 impl Machine {
     /// Read the machine; disk figures are for the filesystem holding `root`.
     pub fn read(root: &Path) -> Machine {
-        let (disk_bytes, disk_available) = nix::sys::statvfs::statvfs(root)
+        let (disk_bytes, disk_available, inodes, inodes_free) = nix::sys::statvfs::statvfs(root)
             .map(|s| {
                 let f = s.fragment_size();
-                (s.blocks() * f, s.blocks_available() * f)
+                (
+                    s.blocks() * f,
+                    s.blocks_available() * f,
+                    s.files(),
+                    s.files_available(),
+                )
             })
-            .unwrap_or((0, 0));
+            .unwrap_or((0, 0, 0, 0));
         let os_image = std::fs::read_to_string("/etc/os-release")
             .ok()
             .and_then(|s| {
@@ -81,6 +90,8 @@ impl Machine {
             memory_available: meminfo("MemAvailable:"),
             disk_bytes,
             disk_available,
+            inodes,
+            inodes_free,
             pids,
             pid_max: first_line("/proc/sys/kernel/pid_max")
                 .parse()
@@ -117,13 +128,10 @@ fn condition(kind: &str, on: bool, reason: &str, message: &str, now: &Time) -> N
     }
 }
 
-/// The node's conditions now (eviction thresholds as the kubelet's
-/// defaults: memory.available < 100Mi, nodefs.available < 10%, pids in
-/// use > 90% of pid_max).
-pub fn conditions(m: &Machine, now: &Time) -> Vec<NodeCondition> {
-    let memory = m.memory_available < 100 << 20;
-    let disk = m.disk_bytes > 0 && m.disk_available * 10 < m.disk_bytes;
-    let pids = m.pids * 10 > m.pid_max * 9;
+/// The node's conditions, the pressure ones as the eviction manager
+/// found them (`crate::eviction`).
+pub fn conditions(p: Pressure, now: &Time) -> Vec<NodeCondition> {
+    let (memory, disk, pids) = (p.memory, p.disk, p.pids);
     vec![
         condition(
             "MemoryPressure",
@@ -191,8 +199,37 @@ pub fn carry_transitions(new: &mut [NodeCondition], old: &[NodeCondition]) {
     }
 }
 
+/// What pods may use: capacity less reserved, less hard eviction levels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Allocatable {
+    pub cpu_milli: u64,
+    pub memory: u64,
+    pub ephemeral_storage: u64,
+}
+
+/// The node's allocatable resources. Pods' memory is measured against
+/// capacity less reserved (`allocatableMemory.available`); what is shown
+/// also leaves the hard `memory.available` and `nodefs.available` levels.
+pub fn allocatable(cfg: &AgentConfig, m: &Machine) -> Allocatable {
+    let r = &cfg.reserved;
+    Allocatable {
+        cpu_milli: (m.cpus * 1000).saturating_sub(r.cpu_milli),
+        memory: m.memory_bytes.saturating_sub(r.memory).saturating_sub(
+            cfg.eviction
+                .hard_reserve(Signal::MemoryAvailable, m.memory_bytes),
+        ),
+        ephemeral_storage: m
+            .disk_bytes
+            .saturating_sub(r.ephemeral_storage)
+            .saturating_sub(
+                cfg.eviction
+                    .hard_reserve(Signal::NodefsAvailable, m.disk_bytes),
+            ),
+    }
+}
+
 /// The status part: capacity, allocatable, addresses, nodeInfo, conditions.
-pub fn status(cfg: &AgentConfig, m: &Machine, now: &Time) -> NodeStatus {
+pub fn status(cfg: &AgentConfig, m: &Machine, p: Pressure, now: &Time) -> NodeStatus {
     let capacity: BTreeMap<String, Quantity> = [
         ("cpu".to_string(), q(m.cpus.to_string())),
         (
@@ -206,15 +243,15 @@ pub fn status(cfg: &AgentConfig, m: &Machine, now: &Time) -> NodeStatus {
         ),
     ]
     .into();
-    // Allocatable: capacity less the kubelet's default hard eviction
-    // reserve for memory (100Mi); the rest as is.
+    // Allocatable: capacity less what is reserved for the system and the
+    // node agent, and less the hard eviction thresholds (as the kubelet).
+    let a = allocatable(cfg, m);
     let mut allocatable = capacity.clone();
+    allocatable.insert("cpu".into(), q(format!("{}m", a.cpu_milli)));
+    allocatable.insert("memory".into(), q(format!("{}Ki", a.memory / 1024)));
     allocatable.insert(
-        "memory".into(),
-        q(format!(
-            "{}Ki",
-            m.memory_bytes.saturating_sub(100 << 20) / 1024
-        )),
+        "ephemeral-storage".into(),
+        q(format!("{}Ki", a.ephemeral_storage / 1024)),
     );
     NodeStatus {
         capacity: Some(capacity),
@@ -246,13 +283,13 @@ pub fn status(cfg: &AgentConfig, m: &Machine, now: &Time) -> NodeStatus {
             kubelet_version: cfg.kubelet_version.clone(),
             ..Default::default()
         }),
-        conditions: Some(conditions(m, now)),
+        conditions: Some(conditions(p, now)),
         ..Default::default()
     }
 }
 
 /// The Node object to register.
-pub fn node(cfg: &AgentConfig, m: &Machine, now: &Time) -> Node {
+pub fn node(cfg: &AgentConfig, m: &Machine, p: Pressure, now: &Time) -> Node {
     let arch = arch().to_string();
     let mut labels: BTreeMap<String, String> = [
         ("kubernetes.io/hostname".to_string(), cfg.node_name.clone()),
@@ -277,40 +314,64 @@ pub fn node(cfg: &AgentConfig, m: &Machine, now: &Time) -> Node {
             ..Default::default()
         },
         spec: None,
-        status: Some(status(cfg, m, now)),
+        status: Some(status(cfg, m, p, now)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::Reserved;
 
     #[test]
-    fn pressure_follows_the_eviction_thresholds() {
+    fn pressure_becomes_conditions() {
         let now = crate::status::now();
-        let m = Machine {
-            memory_available: 1 << 30,
-            disk_bytes: 100,
-            disk_available: 50,
-            pids: 10,
-            pid_max: 100,
-            ..Default::default()
-        };
         let st = |c: &[NodeCondition], k: &str| {
             c.iter().find(|x| x.type_ == k).map(|x| x.status.clone())
         };
-        let c = conditions(&m, &now);
+        let c = conditions(Pressure::default(), &now);
         assert_eq!(st(&c, "Ready").as_deref(), Some("True"));
         assert_eq!(st(&c, "MemoryPressure").as_deref(), Some("False"));
-        let tight = Machine {
-            memory_available: 50 << 20,
-            disk_available: 5,
-            pids: 95,
-            ..m
-        };
-        let c = conditions(&tight, &now);
+        let c = conditions(
+            Pressure {
+                memory: true,
+                disk: true,
+                pids: true,
+            },
+            &now,
+        );
         for k in ["MemoryPressure", "DiskPressure", "PIDPressure"] {
             assert_eq!(st(&c, k).as_deref(), Some("True"), "{k}");
         }
+    }
+
+    #[test]
+    fn allocatable_leaves_reserved_and_hard_eviction_levels() {
+        let m = Machine {
+            cpus: 2,
+            memory_bytes: 4 << 30,
+            disk_bytes: 100 << 30,
+            ..Default::default()
+        };
+        let cfg = AgentConfig {
+            reserved: Reserved {
+                cpu_milli: 500,
+                memory: 1 << 30,
+                ephemeral_storage: 0,
+            },
+            ..Default::default()
+        };
+        let a = allocatable(&cfg, &m);
+        assert_eq!(a.cpu_milli, 1500);
+        assert_eq!(
+            a.memory,
+            (3 << 30) - (100 << 20),
+            "default hard memory.available<100Mi"
+        );
+        assert_eq!(
+            a.ephemeral_storage,
+            90 << 30,
+            "default hard nodefs.available<10%"
+        );
     }
 }

@@ -54,6 +54,17 @@ fn is_mirror(p: &Pod) -> bool {
         .is_some_and(|a| a.contains_key(MIRROR))
 }
 
+/// Static, mirror, or of system-critical priority (2 000 000 000 and up):
+/// never evicted, nor refused under node pressure.
+pub fn is_critical(p: &Pod) -> bool {
+    is_static(p)
+        || is_mirror(p)
+        || p.spec
+            .as_ref()
+            .and_then(|s| s.priority)
+            .is_some_and(|v| v >= 2_000_000_000)
+}
+
 /// What the kubelet API's `/pods` shows: the pods with their latest status.
 pub type PodView = Arc<Mutex<BTreeMap<String, Pod>>>;
 
@@ -65,6 +76,9 @@ pub struct PodManager<C: Cri> {
     pub sources: Arc<dyn Sources>,
     pub events: Arc<dyn EventSink>,
     pub view: PodView,
+    /// The node's pressure conditions (the eviction manager's): admission
+    /// refuses BestEffort pods under memory pressure, all under disk pressure.
+    pub pressure: crate::eviction::SharedPressure,
     handles: Arc<Mutex<BTreeMap<String, Handle>>>,
 }
 
@@ -112,6 +126,7 @@ impl<C: Cri> PodManager<C> {
             sources,
             events,
             view: Arc::new(Mutex::new(BTreeMap::new())),
+            pressure: Default::default(),
             handles: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
@@ -202,7 +217,7 @@ impl<C: Cri> PodManager<C> {
                     .deletion_grace_period_seconds
                     .map(|s| Duration::from_secs(s.max(0) as u64));
                 tracing::info!(pod = ?key(&pod), ?grace, "pod deleted: stopping");
-                let _ = h.stop.send(Some(Stop { grace }));
+                let _ = h.stop.send(Some(Stop { grace, evict: None }));
             }
             if !deleting {
                 h.update.send_if_modified(|old| {
@@ -229,7 +244,10 @@ impl<C: Cri> PodManager<C> {
             return;
         }
         let (stop_tx, stop_rx) = watch::channel(None);
-        if let Err(r) = super::admit::admit(&pod, &self.worker.allowed_unsafe_sysctls) {
+        let pressure = *lock(&self.pressure);
+        let admitted = super::admit::under_pressure(&pod, pressure)
+            .and_then(|()| super::admit::admit(&pod, &self.worker.allowed_unsafe_sysctls));
+        if let Err(r) = admitted {
             // Refused: nothing runs; the pod waits Failed for its deletion.
             let (update, _) = watch::channel(pod.clone());
             handles.insert(
@@ -267,7 +285,19 @@ impl<C: Cri> PodManager<C> {
         let mut handles = lock(&self.handles);
         if let Some(h) = handles.get_mut(uid) {
             h.delete_after = true;
-            let _ = h.stop.send(Some(Stop { grace }));
+            let _ = h.stop.send(Some(Stop { grace, evict: None }));
+        }
+    }
+
+    /// Evict a pod (node pressure): stop it with `grace`; it ends Failed,
+    /// reason `Evicted`, with `message`, and its API object stays.
+    pub fn evict(&self, uid: &str, grace: Duration, message: String) {
+        let handles = lock(&self.handles);
+        if let Some(h) = handles.get(uid) {
+            let _ = h.stop.send(Some(Stop {
+                grace: Some(grace),
+                evict: Some(message),
+            }));
         }
     }
 
@@ -292,6 +322,7 @@ impl<C: Cri> PodManager<C> {
                 tracing::info!(pod = ?key(pod), "pod removed from the API: stopping now");
                 let _ = h.stop.send(Some(Stop {
                     grace: Some(Duration::ZERO),
+                    evict: None,
                 }));
             }
             None => {}

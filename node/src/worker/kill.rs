@@ -106,6 +106,14 @@ impl<C: Cri> PodWorker<C> {
         self.stage = Stage::Terminated;
     }
 
+    /// Evicted for node pressure: the pod will end Failed, `Evicted`.
+    pub(super) fn mark_evicted(&mut self, message: String) {
+        self.terminal = Some("Failed");
+        self.reason = Some("Evicted".into());
+        self.message = Some(message.clone());
+        self.event(None, EventType::Warning, "Evicted", message);
+    }
+
     /// The pod is done (all containers exited for good): stop what is
     /// left (sidecars) and the sandbox.
     pub(super) async fn finish(&mut self, phase: &'static str) {

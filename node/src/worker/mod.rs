@@ -95,10 +95,13 @@ pub enum Stage {
 }
 
 /// Asking a worker to stop the pod.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stop {
     /// Overrides `terminationGracePeriodSeconds`.
     pub grace: Option<Duration>,
+    /// Evicted (node pressure): the pod ends Failed, reason `Evicted`,
+    /// with this message.
+    pub evict: Option<String>,
 }
 
 pub struct PodWorker<C: Cri> {
@@ -235,8 +238,11 @@ impl<C: Cri> PodWorker<C> {
     /// asked to stop); returns the final status.
     pub async fn run(mut self, mut stop: watch::Receiver<Option<Stop>>) -> PodStatus {
         loop {
-            let requested = *stop.borrow();
+            let requested = stop.borrow().clone();
             if let Some(s) = requested {
+                if let Some(msg) = s.evict {
+                    self.mark_evicted(msg);
+                }
                 self.terminate(s.grace).await;
                 self.publish();
                 return self.status_tx.borrow().clone();

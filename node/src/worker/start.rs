@@ -536,6 +536,17 @@ impl<C: Cri> PodWorker<C> {
         }
         cfg.annotations
             .insert(super::HASH_ANNOTATION.into(), super::spec_hash(c));
+        // As the kubelet labels containers: crictl's POD column, and the
+        // owner of a container's stats (eviction) without a lookup.
+        let (ns, name) = (
+            self.pod.metadata.namespace.clone().unwrap_or_default(),
+            self.pod.metadata.name.clone().unwrap_or_default(),
+        );
+        cfg.labels.extend([
+            ("io.kubernetes.pod.name".to_string(), name),
+            ("io.kubernetes.pod.namespace".to_string(), ns),
+            ("io.kubernetes.pod.uid".to_string(), self.uid.clone()),
+        ]);
         cfg.envs = env
             .iter()
             .map(|(k, v)| proto::KeyValue {

@@ -1,0 +1,141 @@
+//! `podctl node --rotate-certificates` against a stock control plane whose
+//! signer issues 2-minute node certificates: the node renews its client
+//! certificate by a CSR approved as `selfnodeclient`, rewrites its
+//! kubeconfig to the new pair, and stays Ready — its Lease renewed — after
+//! the first certificate has expired.
+//!
+//! Skipped (with a message) unless the Kubernetes binaries are found, as
+//! the node agent test.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use podctl_tests::cluster::{
+    cleanup_for, free_port, node_command, node_config, skip_without_binaries, Cluster,
+    BOOTSTRAP_RBAC, BOOTSTRAP_TOKEN,
+};
+use podctl_tests::fixtures::publish;
+use podctl_tests::registry::Registry;
+
+const NODE: &str = "podctl-rotate-node";
+
+/// The serial and NotAfter of the certificate in `path` (openssl).
+fn serial_and_end(path: &std::path::Path) -> (String, String) {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-enddate", "-in"])
+        .arg(path)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_default()
+            .to_string()
+    };
+    (field("serial="), field("notAfter="))
+}
+
+/// The client certificate file the kubeconfig points at.
+fn cert_of(kubeconfig: &std::path::Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(kubeconfig).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("client-certificate:"))
+        .map(|p| std::path::PathBuf::from(p.trim().trim_matches('\'').trim_matches('"')))
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_node_renews_its_client_certificate_before_it_expires() {
+    if skip_without_binaries("rotation") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = dir.path();
+    let cleanup = cleanup_for(d);
+    let reg = Registry::start().unwrap_or_else(|e| panic!("{e}"));
+    let pubd = publish(&reg, None).unwrap_or_else(|e| panic!("{e}"));
+    let mut c = Cluster::start_with(d, &["--cluster-signing-duration=2m"]);
+    // Bootstrap tokens may ask for node client certificates, nodes may
+    // renew their own (kubeadm's bindings).
+    c.apply(BOOTSTRAP_RBAC);
+    c.apply(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: podctl-node-autorenew}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:nodes"}]
+"#,
+    );
+    let boot = c
+        .pki
+        .token_kubeconfig("bootstrap-rotate", &c.server, BOOTSTRAP_TOKEN);
+    let kubeconfig = d.join("node.kubeconfig");
+    let (scrt, skey) = c.pki.cert("rotate-serving", &format!("/CN={NODE}"), true);
+    let (config, _) = node_config(d, &pubd.host, &cleanup);
+    let mut cmd = node_command(&config, &kubeconfig, NODE, free_port(), (&scrt, &skey));
+    cmd.arg("--bootstrap-kubeconfig")
+        .arg(&boot)
+        .arg("--cert-dir")
+        .arg(d.join("pki"))
+        .arg("--rotate-certificates")
+        .args(["--node-status-update-frequency", "2"])
+        .arg(podctl_tests::cluster::TEST_EVICTION_HARD);
+    c.procs.spawn("podctl-node", d, &mut cmd);
+    c.wait("Node Ready", 120, || c.node_ready(NODE));
+    let first = cert_of(&kubeconfig);
+    let (serial1, end1) = serial_and_end(&first);
+    assert!(!serial1.is_empty(), "no certificate at {}", first.display());
+    let started = Instant::now();
+    println!(
+        "check: bootstrapped with a 2-minute certificate (serial {serial1}, until {end1}): ok"
+    );
+
+    c.wait("a renewed certificate", 150, || {
+        let now = cert_of(&kubeconfig);
+        now != first && !serial_and_end(&now).0.is_empty()
+    });
+    let second = cert_of(&kubeconfig);
+    let (serial2, end2) = serial_and_end(&second);
+    assert_ne!(serial1, serial2);
+    assert!(
+        !first.exists(),
+        "the old certificate file stays: {}",
+        first.display()
+    );
+    let csrs = c.get_json(&["csr"]).unwrap_or_default();
+    let approved = csrs["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| {
+            x["spec"]["username"] == format!("system:node:{NODE}")
+                && x["status"]["conditions"][0]["type"] == "Approved"
+        })
+        .count();
+    assert!(approved >= 1, "no renewal CSR by the node itself: {csrs}");
+    println!(
+        "check: renewed after {:?} by its own CSR (serial {serial2}, until {end2}), old files removed: ok",
+        started.elapsed()
+    );
+
+    // Past the first certificate's end, the node still talks to the API
+    // server: its Lease keeps being renewed.
+    let left = Duration::from_secs(125).saturating_sub(started.elapsed());
+    std::thread::sleep(left);
+    let renew_time = |c: &Cluster| {
+        c.get_json(&["lease", "-n", "kube-node-lease", NODE])
+            .and_then(|l| l["spec"]["renewTime"].as_str().map(str::to_string))
+    };
+    let before = renew_time(&c);
+    c.wait("a Lease renewal with the new certificate", 40, || {
+        renew_time(&c) != before
+    });
+    assert!(
+        c.node_ready(NODE),
+        "the Node is not Ready after the first certificate expired"
+    );
+    println!("check: Lease renewed and Node Ready after the first certificate expired: ok");
+    drop(c);
+    drop(cleanup);
+}
