@@ -1,13 +1,14 @@
 //! A throw-away control plane for the node agent test: a CA and
 //! certificates made with openssl, a stock etcd, kube-apiserver (Node and
 //! RBAC authorizers, NodeRestriction), kube-controller-manager and
-//! kube-scheduler on loopback, and kubectl to drive them.
+//! kube-scheduler on loopback (or on an address nodes in network
+//! namespaces reach: [`Cluster::start_at`]), and kubectl to drive them.
 //!
 //! Binaries are looked up as envtest does: `$KUBEBUILDER_ASSETS`, then
 //! `/usr/local/kubebuilder/bin`, then `$PATH` (Debian's `etcd-server`
 //! package puts etcd in /usr/bin).
 
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,112 +43,7 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("free port: {e}"))
 }
 
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Certificates signed by one CA, in `dir`.
-pub struct Pki {
-    pub dir: PathBuf,
-}
-
-impl Pki {
-    pub fn new(dir: &Path) -> Pki {
-        let d = dir.to_path_buf();
-        run(Command::new("openssl")
-            .current_dir(&d)
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-            ])
-            .args([
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=podctl-test-ca",
-            ]));
-        run(Command::new("openssl")
-            .current_dir(&d)
-            .args(["genrsa", "-out", "sa.key", "2048"]));
-        run(Command::new("openssl")
-            .current_dir(&d)
-            .args(["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]));
-        Pki { dir: d }
-    }
-
-    /// `<name>.crt` / `<name>.key` for `subject`; a server certificate for
-    /// loopback when `server`, else a client certificate.
-    pub fn cert(&self, name: &str, subject: &str, server: bool) -> (PathBuf, PathBuf) {
-        let d = &self.dir;
-        run(Command::new("openssl")
-            .current_dir(d)
-            .args(["req", "-newkey", "rsa:2048", "-nodes", "-keyout"])
-            .arg(format!("{name}.key"))
-            .arg("-out")
-            .arg(format!("{name}.csr"))
-            .args(["-subj", subject]));
-        let ext = if server {
-            "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n"
-        } else {
-            "extendedKeyUsage=clientAuth\n"
-        };
-        let ext_file = d.join(format!("{name}.ext"));
-        std::fs::write(&ext_file, ext).unwrap_or_else(|e| panic!("{e}"));
-        run(Command::new("openssl")
-            .current_dir(d)
-            .args(["x509", "-req", "-in"])
-            .arg(format!("{name}.csr"))
-            .args([
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-out",
-            ])
-            .arg(format!("{name}.crt"))
-            .arg("-extfile")
-            .arg(&ext_file));
-        (d.join(format!("{name}.crt")), d.join(format!("{name}.key")))
-    }
-
-    /// A kubeconfig for a client certificate.
-    pub fn kubeconfig(&self, name: &str, server: &str, crt: &Path, key: &Path) -> PathBuf {
-        let user = format!(
-            "client-certificate: {}\n    client-key: {}",
-            crt.display(),
-            key.display()
-        );
-        self.write_kubeconfig(name, server, &user)
-    }
-
-    /// A kubeconfig for a bearer token (a bootstrap token).
-    pub fn token_kubeconfig(&self, name: &str, server: &str, token: &str) -> PathBuf {
-        self.write_kubeconfig(name, server, &format!("token: {token}"))
-    }
-
-    /// `<name>.kubeconfig`: the cluster at `server` trusted by this CA, and
-    /// user `name` with the `user` block's lines.
-    fn write_kubeconfig(&self, name: &str, server: &str, user: &str) -> PathBuf {
-        let p = self.dir.join(format!("{name}.kubeconfig"));
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
-             users:\n- name: {name}\n  user:\n    {user}\n\
-             contexts:\n- name: test\n  context:\n    cluster: test\n    user: {name}\ncurrent-context: test\n",
-            ca = self.dir.join("ca.crt").display(),
-        );
-        std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
-        p
-    }
-}
+pub use crate::pki::Pki;
 
 /// Hard eviction levels for node agents under test, as the e2e kubelet's
 /// configuration has them: low enough that a shared, fuller disk (the
@@ -234,9 +130,16 @@ impl Cluster {
 
     /// As [`Cluster::start`], with extra kube-controller-manager flags.
     pub fn start_with(dir: &Path, controller_manager_flags: &[&str]) -> Cluster {
+        Cluster::start_at(dir, controller_manager_flags, Ipv4Addr::LOCALHOST)
+    }
+
+    /// As [`Cluster::start_with`], the API server on `ip` (an address of
+    /// this host that nodes in network namespaces reach) instead of
+    /// loopback; its certificate names `ip` too.
+    pub fn start_at(dir: &Path, controller_manager_flags: &[&str], ip: Ipv4Addr) -> Cluster {
         let bin = |n: &str| find(n).unwrap_or_else(|| panic!("{n} not found"));
         let pki = Pki::new(dir);
-        let (api_crt, api_key) = pki.cert("apiserver", "/CN=kube-apiserver", true);
+        let (api_crt, api_key) = pki.server_cert("apiserver", "/CN=kube-apiserver", &[ip]);
         let (kc_crt, kc_key) = pki.cert(
             "apiserver-kubelet-client",
             "/O=system:masters/CN=kube-apiserver-kubelet-client",
@@ -246,7 +149,7 @@ impl Cluster {
         let etcd_port = free_port();
         let peer_port = free_port();
         let api_port = free_port();
-        let server = format!("https://127.0.0.1:{api_port}");
+        let server = format!("https://{ip}:{api_port}");
         let admin = pki.kubeconfig("admin", &server, &adm_crt, &adm_key);
         let mut procs = Procs::default();
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -277,8 +180,8 @@ impl Cluster {
             dir,
             Command::new(bin("kube-apiserver")).args([
                 format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
+                format!("--bind-address={ip}"),
+                format!("--advertise-address={ip}"),
                 format!("--secure-port={api_port}"),
                 format!("--cert-dir={}", p("apiserver-certs")),
                 format!("--tls-cert-file={}", api_crt.display()),
@@ -590,19 +493,46 @@ pub fn node_command(
     kubelet_port: u16,
     serving: (&Path, &Path),
 ) -> Command {
-    let mut cmd = Command::new(crate::workspace_bin("podctl"));
-    cmd.arg("node")
+    let at = std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, kubelet_port);
+    node_command_at(
+        Command::new(crate::workspace_bin("podctl")),
+        config,
+        kubeconfig,
+        name,
+        at,
+        serving,
+    )
+}
+
+/// As [`node_command`], the node's address and kubelet API at `at`, the
+/// `podctl` program given by `podctl` (a command that runs it in a
+/// network namespace, [`crate::fabric::Fabric::command`]).
+pub fn node_command_at(
+    mut podctl: Command,
+    config: &Path,
+    kubeconfig: &Path,
+    name: &str,
+    at: std::net::SocketAddrV4,
+    serving: (&Path, &Path),
+) -> Command {
+    // Pod logs beside the configuration, not in the host's /var/log/pods:
+    // a failed test's pods leave nothing there.
+    let logs = config.parent().unwrap_or(config).join("pod-logs");
+    podctl
+        .arg("--log-root")
+        .arg(logs)
+        .arg("node")
         .arg("--config")
         .arg(config)
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .args(["--node-name", name, "--node-ip", "127.0.0.1"])
-        .arg(format!("--kubelet-address=127.0.0.1:{kubelet_port}"))
+        .args(["--node-name", name, "--node-ip", &at.ip().to_string()])
+        .arg(format!("--kubelet-address={at}"))
         .arg("--tls-cert-file")
         .arg(serving.0)
         .arg("--tls-private-key-file")
         .arg(serving.1);
-    cmd
+    podctl
 }
 
 /// A bootstrap token `<id>.<secret>` allowed to ask for node client
@@ -662,4 +592,24 @@ pub fn processes_with_arg(marker: &str) -> Vec<u32> {
         })
         .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
         .collect()
+}
+
+/// Whether IPv4 `ip` lies in `cidr`.
+pub fn in_cidr(ip: &str, cidr: &str) -> bool {
+    let Some((net, len)) = cidr.split_once('/') else {
+        return false;
+    };
+    let (Ok(ip), Ok(net), Ok(len)) = (
+        ip.parse::<std::net::Ipv4Addr>(),
+        net.parse::<std::net::Ipv4Addr>(),
+        len.parse::<u32>(),
+    ) else {
+        return false;
+    };
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - len.min(32))
+    };
+    u32::from(ip) & mask == u32::from(net) & mask
 }

@@ -15,13 +15,16 @@
 
 pub mod big;
 pub mod cluster;
+pub mod cluster_images;
 pub mod critest_images;
 pub mod e2e_env;
 pub mod e2e_images;
+pub mod fabric;
 pub mod fixtures;
 pub mod fuzz;
 pub mod layer;
 pub mod oci;
+pub mod pki;
 pub mod push;
 pub mod registry;
 pub mod signals;
@@ -120,7 +123,8 @@ pub fn write_bridge_conflist(
     std::fs::create_dir_all(&conf)?;
     let mut plugins = vec![serde_json::json!({
         "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
-        "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": dir.join("ipam")},
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": dir.join("ipam"),
+                 "routes": [{"dst": "0.0.0.0/0"}]},
     })];
     if portmap {
         plugins

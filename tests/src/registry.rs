@@ -1,5 +1,6 @@
 //! A real distribution registry (`/usr/bin/docker-registry`) on a free
-//! 127.0.0.1 port with its own config and storage, stopped on drop.
+//! 127.0.0.1 port (or another address of this host: [`Registry::start_at`])
+//! with its own config and storage, stopped on drop.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -31,6 +32,7 @@ pub enum Auth {
 /// A running registry.
 pub struct Registry {
     child: Child,
+    ip: String,
     port: u16,
     tls: bool,
     dir: tempfile::TempDir,
@@ -63,15 +65,26 @@ impl Registry {
         })
     }
 
+    /// An open registry listening on `ip` (an address of this host that
+    /// network namespaces reach) instead of loopback.
+    pub fn start_at(ip: std::net::Ipv4Addr) -> Result<Self> {
+        Self::start_on(&ip.to_string(), Auth::None)
+    }
+
     /// A registry configured by `auth`.
     pub fn start_with(auth: Auth) -> Result<Self> {
+        Self::start_on("127.0.0.1", auth)
+    }
+
+    fn start_on(ip: &str, auth: Auth) -> Result<Self> {
         let dir = tempfile::tempdir().map_err(io_err("create tempdir", "registry"))?;
         let mut last = None;
         for _ in 0..3 {
-            match Self::try_start(&dir, &auth) {
+            match Self::try_start(&dir, ip, &auth) {
                 Ok((child, port, realm)) => {
                     return Ok(Registry {
                         child,
+                        ip: ip.into(),
                         port,
                         tls: matches!(auth, Auth::Tls),
                         dir,
@@ -82,12 +95,16 @@ impl Registry {
             }
         }
         Err(last.unwrap_or_else(|| TestbedError::Registry {
-            url: "127.0.0.1".into(),
+            url: ip.into(),
             reason: "did not start".into(),
         }))
     }
 
-    fn try_start(dir: &tempfile::TempDir, auth: &Auth) -> Result<(Child, u16, Option<TokenRealm>)> {
+    fn try_start(
+        dir: &tempfile::TempDir,
+        ip: &str,
+        auth: &Auth,
+    ) -> Result<(Child, u16, Option<TokenRealm>)> {
         let port = free_port()?;
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).map_err(io_err("create", storage.display()))?;
@@ -157,7 +174,7 @@ impl Registry {
             }
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  redirect:\n    disable: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhealth:\n  storagedriver:\n    enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{tls_yaml}{auth_yaml}",
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  redirect:\n    disable: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhealth:\n  storagedriver:\n    enabled: false\nhttp:\n  addr: {ip}:{port}\n{tls_yaml}{auth_yaml}",
             storage.display()
         );
         let cfg_path = dir.path().join("config.yml");
@@ -179,7 +196,7 @@ impl Registry {
         } else {
             "http"
         };
-        let url = format!("{scheme}://127.0.0.1:{port}/v2/");
+        let url = format!("{scheme}://{ip}:{port}/v2/");
         let deadline = Instant::now() + Duration::from_secs(15);
         let client = reqwest::blocking::Client::builder()
             .danger_accept_invalid_certs(true)
@@ -215,15 +232,15 @@ impl Registry {
         }
     }
 
-    /// `127.0.0.1:PORT`
+    /// `127.0.0.1:PORT` (the address of [`Registry::start_at`])
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     /// `http://127.0.0.1:PORT` (`https://` for [`Auth::Tls`])
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://{}:{}", self.ip, self.port)
     }
 
     pub fn port(&self) -> u16 {

@@ -18,8 +18,8 @@ use std::path::Path;
 use std::process::Command;
 
 use podctl_tests::cluster::{
-    free_port, node_command, node_config_pod_cidr, processes_with_arg, skip_without_binaries,
-    Cluster, NodeCleanup,
+    free_port, in_cidr, node_command, node_config_pod_cidr, processes_with_arg,
+    skip_without_binaries, Cluster, NodeCleanup,
 };
 use podctl_tests::fixtures::publish;
 use podctl_tests::registry::Registry;
@@ -51,26 +51,6 @@ fn all_running_on(c: &Cluster, node: &str, n: usize) -> bool {
         && pods
             .iter()
             .all(|(_, on, phase)| on == node && phase == "Running")
-}
-
-/// Whether IPv4 `ip` lies in `cidr`.
-fn in_cidr(ip: &str, cidr: &str) -> bool {
-    let Some((net, len)) = cidr.split_once('/') else {
-        return false;
-    };
-    let (Ok(ip), Ok(net), Ok(len)) = (
-        ip.parse::<std::net::Ipv4Addr>(),
-        net.parse::<std::net::Ipv4Addr>(),
-        len.parse::<u32>(),
-    ) else {
-        return false;
-    };
-    let mask = if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - len.min(32))
-    };
-    u32::from(ip) & mask == u32::from(net) & mask
 }
 
 struct Agent {
