@@ -560,6 +560,14 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:bootstrappers"}]
 "#;
 
+/// Nodes may renew their own client certificates (kubeadm's binding).
+pub const AUTORENEW_RBAC: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: podctl-node-autorenew}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:nodes"}]
+"#;
+
 /// The token of [`BOOTSTRAP_RBAC`].
 pub const BOOTSTRAP_TOKEN: &str = "abcdef.0123456789abcdef";
 

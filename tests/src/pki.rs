@@ -127,3 +127,29 @@ impl Pki {
         p
     }
 }
+
+/// The serial and NotAfter of the certificate in `path` (openssl).
+pub fn serial_and_end(path: &Path) -> (String, String) {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-enddate", "-in"])
+        .arg(path)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_default()
+            .to_string()
+    };
+    (field("serial="), field("notAfter="))
+}
+
+/// The client certificate file the kubeconfig points at.
+pub fn client_cert_of(kubeconfig: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(kubeconfig).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("client-certificate:"))
+        .map(|p| PathBuf::from(p.trim().trim_matches('\'').trim_matches('"')))
+        .unwrap_or_default()
+}

@@ -7,43 +7,17 @@
 //! Skipped (with a message) unless the Kubernetes binaries are found, as
 //! the node agent test.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use podctl_tests::cluster::{
     cleanup_for, free_port, node_command, node_config, skip_without_binaries, Cluster,
-    BOOTSTRAP_RBAC, BOOTSTRAP_TOKEN,
+    AUTORENEW_RBAC, BOOTSTRAP_RBAC, BOOTSTRAP_TOKEN,
 };
 use podctl_tests::fixtures::publish;
+use podctl_tests::pki::{client_cert_of as cert_of, serial_and_end};
 use podctl_tests::registry::Registry;
 
 const NODE: &str = "podctl-rotate-node";
-
-/// The serial and NotAfter of the certificate in `path` (openssl).
-fn serial_and_end(path: &std::path::Path) -> (String, String) {
-    let out = Command::new("openssl")
-        .args(["x509", "-noout", "-serial", "-enddate", "-in"])
-        .arg(path)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let field = |k: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .unwrap_or_default()
-            .to_string()
-    };
-    (field("serial="), field("notAfter="))
-}
-
-/// The client certificate file the kubeconfig points at.
-fn cert_of(kubeconfig: &std::path::Path) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(kubeconfig).unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("client-certificate:"))
-        .map(|p| std::path::PathBuf::from(p.trim().trim_matches('\'').trim_matches('"')))
-        .unwrap_or_default()
-}
 
 #[test]
 fn the_node_renews_its_client_certificate_before_it_expires() {
@@ -59,14 +33,7 @@ fn the_node_renews_its_client_certificate_before_it_expires() {
     // Bootstrap tokens may ask for node client certificates, nodes may
     // renew their own (kubeadm's bindings).
     c.apply(BOOTSTRAP_RBAC);
-    c.apply(
-        r#"apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: podctl-node-autorenew}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:nodes"}]
-"#,
-    );
+    c.apply(AUTORENEW_RBAC);
     let boot = c
         .pki
         .token_kubeconfig("bootstrap-rotate", &c.server, BOOTSTRAP_TOKEN);

@@ -16,21 +16,31 @@
 //!   PodDisruptionBudget, and the Deployment's pods move to another node;
 //! - a lost node (its agent killed) turns NotReady, the controller-manager's
 //!   taint evicts its pods and their replacements run on another node; the
-//!   agent back stops and removes what is no longer its own.
+//!   agent back stops and removes what is no longer its own;
+//! - node 0 joins by TLS bootstrap with `--rotate-certificates` under a
+//!   signer issuing 2-minute certificates: it renews its client certificate
+//!   by its own CSR while the rest goes on, and stays Ready past the first
+//!   certificate's end.
+//!
+//! Node-pressure eviction has its own test (node_eviction.rs): one node,
+//! its memory and disk squeezed.
 //!
 //! Skipped (with a message) unless the Kubernetes binaries are found,
 //! kube-proxy and agnhost among them.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddrV4;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use podctl_tests::cluster::{
     find, in_cidr, node_command_at, node_config_pod_cidr, processes_with_arg,
-    skip_without_binaries, Cluster, NodeCleanup, TEST_EVICTION_HARD,
+    skip_without_binaries, Cluster, NodeCleanup, AUTORENEW_RBAC, BOOTSTRAP_RBAC, BOOTSTRAP_TOKEN,
+    TEST_EVICTION_HARD,
 };
 use podctl_tests::fabric::Fabric;
+use podctl_tests::pki::{client_cert_of, serial_and_end};
 use podctl_tests::registry::Registry;
 
 const NODES: usize = 3;
@@ -95,6 +105,17 @@ struct Nodes {
     names: Vec<String>,
     agents: Vec<Command>,
     cidrs: Vec<String>,
+    rotating: Rotating,
+}
+
+/// Node 0's kubeconfig (bootstrapped, then rotated), its first
+/// certificate's file, serial and end, and when it joined.
+struct Rotating {
+    kubeconfig: PathBuf,
+    first: PathBuf,
+    serial: String,
+    end: String,
+    joined: Instant,
 }
 
 /// Starts the agents, waits for them Ready with their pod CIDRs, routes
@@ -112,12 +133,18 @@ fn start_nodes(
     for (i, name) in names.iter().enumerate() {
         let nd = d.join(format!("n{i}"));
         std::fs::create_dir_all(&nd).unwrap_or_else(|e| panic!("{e}"));
-        let (crt, key) = c.pki.cert(
-            name,
-            &format!("/O=system:nodes/CN=system:node:{name}"),
-            false,
-        );
-        let kubeconfig = c.pki.kubeconfig(name, &c.server, &crt, &key);
+        // Node 0 asks for its client certificate (TLS bootstrap) and
+        // renews it; the others get theirs from the test's CA.
+        let kubeconfig = if i == 0 {
+            nd.join("node.kubeconfig")
+        } else {
+            let (crt, key) = c.pki.cert(
+                name,
+                &format!("/O=system:nodes/CN=system:node:{name}"),
+                false,
+            );
+            c.pki.kubeconfig(name, &c.server, &crt, &key)
+        };
         let (scrt, skey) = c.pki.server_cert(
             &format!("{name}-serving"),
             &format!("/CN={name}"),
@@ -138,12 +165,33 @@ fn start_nodes(
             .arg("--client-ca-file")
             .arg(c.pki.dir.join("ca.crt"))
             .arg(TEST_EVICTION_HARD);
+        if i == 0 {
+            let boot = c
+                .pki
+                .token_kubeconfig("bootstrap", &c.server, BOOTSTRAP_TOKEN);
+            cmd.arg("--bootstrap-kubeconfig")
+                .arg(boot)
+                .arg("--cert-dir")
+                .arg(nd.join("pki"))
+                .arg("--rotate-certificates");
+        }
         c.procs.spawn(name, d, &mut cmd);
         agents.push(cmd);
     }
     for n in &names {
         c.wait("the Nodes Ready", 120, || c.node_ready(n));
     }
+    let kubeconfig0 = d.join("n0").join("node.kubeconfig");
+    let first = client_cert_of(&kubeconfig0);
+    let (serial, end) = serial_and_end(&first);
+    assert!(!serial.is_empty(), "no certificate at {}", first.display());
+    let rotating = Rotating {
+        kubeconfig: kubeconfig0,
+        first,
+        serial,
+        end,
+        joined: Instant::now(),
+    };
     let mut cidrs = Vec::new();
     for (i, n) in names.iter().enumerate() {
         c.wait("pod CIDRs allocated", 60, || {
@@ -179,6 +227,7 @@ fn start_nodes(
         names,
         agents,
         cidrs,
+        rotating,
     }
 }
 
@@ -423,8 +472,52 @@ spec:
     let _ = c.kubectl(&["delete", "deployment", "spread", "--wait=false"]);
 }
 
+/// Node 0's client certificate renewed by its own CSR, and the node still
+/// Ready, its Lease renewed, once the first certificate has expired.
+fn check_rotation(c: &Cluster, nodes: &Nodes) {
+    let Rotating {
+        kubeconfig,
+        first,
+        serial: serial1,
+        end: end1,
+        joined,
+    } = &nodes.rotating;
+    let n0 = &nodes.names[0];
+    c.wait("node 0's renewed certificate", 150, || {
+        let now = client_cert_of(kubeconfig);
+        &now != first && !serial_and_end(&now).0.is_empty()
+    });
+    let (serial2, end2) = serial_and_end(&client_cert_of(kubeconfig));
+    assert_ne!(serial1, &serial2);
+    let csrs = c.get_json(&["csr"]).unwrap_or_default();
+    let renewals = csrs["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| {
+            x["spec"]["username"] == format!("system:node:{n0}")
+                && x["status"]["conditions"][0]["type"] == "Approved"
+        })
+        .count();
+    assert!(renewals >= 1, "no renewal CSR by node 0 itself: {csrs}");
+    std::thread::sleep(Duration::from_secs(125).saturating_sub(joined.elapsed()));
+    let renew_time = |c: &Cluster| {
+        c.get_json(&["lease", "-n", "kube-node-lease", n0])
+            .and_then(|l| l["spec"]["renewTime"].as_str().map(str::to_string))
+    };
+    let before = renew_time(c);
+    c.wait("a Lease renewal with the new certificate", 40, || {
+        renew_time(c) != before
+    });
+    assert!(
+        c.node_ready(n0),
+        "node 0 not Ready after its first certificate expired"
+    );
+    println!("check: node 0 bootstrapped with a 2-minute certificate ({serial1}, until {end1}), renewed it by its own CSR ({serial2}, until {end2}), Ready past the first's end: ok");
+}
+
 #[test]
-fn three_podctl_nodes_route_pods_and_services_drain_and_survive_node_loss() {
+fn three_podctl_nodes_route_pods_and_services_drain_survive_node_loss_and_renew_certificates() {
     if skip_without_binaries("cluster") {
         return;
     }
@@ -462,9 +555,14 @@ fn three_podctl_nodes_route_pods_and_services_drain_and_survive_node_loss() {
             "--allocate-node-cidrs=true",
             &format!("--cluster-cidr={cluster_cidr}"),
             "--node-cidr-mask-size=26",
+            "--cluster-signing-duration=2m",
         ],
         fabric.host_ip(),
     );
+    // Bootstrap tokens may ask for node client certificates, nodes may
+    // renew their own (kubeadm's bindings).
+    c.apply(BOOTSTRAP_RBAC);
+    c.apply(AUTORENEW_RBAC);
     let mut nodes = start_nodes(&mut c, &fabric, d, &reg.host(), &cleanups);
     println!(
         "check: three podctl nodes Ready, each in its own network namespace on its own address ({}..{}), pod CIDRs {:?}: ok",
@@ -476,6 +574,7 @@ fn three_podctl_nodes_route_pods_and_services_drain_and_survive_node_loss() {
     println!("check: kube-proxy runs as a DaemonSet pod on all three nodes: ok");
     check_traffic(&c, &fabric, &nodes, &web_image);
     check_drain_and_node_loss(&mut c, d, &mut nodes, &web_image);
+    check_rotation(&c, &nodes);
     let _ = c.kubectl(&["delete", "pod", "client", "web-1", "web-2", "--wait=false"]);
     drop(c);
     drop(cleanups);
