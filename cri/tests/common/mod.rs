@@ -188,18 +188,24 @@ fn spawn_daemon(dir: &Path, socket: &Path, env: &[(&str, &str)]) -> Child {
         .create(true)
         .append(true)
         .open(dir.join("daemon.log")));
-    let child = ok(Command::new(podctl_tests::workspace_bin("podctl"))
+    let mut child = ok(Command::new(podctl_tests::workspace_bin("podctl"))
         .arg("serve")
         .arg("--config")
         .arg(dir.join("podctl.toml"))
         .envs(env.iter().copied())
         .stderr(log)
         .spawn());
+    // Ready when it accepts a connection: the file exists from bind(2) on,
+    // a moment before listen(2) (a connect then is refused).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+            panic!("daemon exited with {status} before serving {socket:?}:\n{log}");
+        }
         assert!(
             Instant::now() < deadline,
-            "daemon did not create {socket:?}"
+            "daemon did not serve {socket:?} within 20 s"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
