@@ -126,7 +126,7 @@ pub fn sandbox_config(
             .chain([
                 ("io.kubernetes.pod.name".to_string(), name.to_string()),
                 ("io.kubernetes.pod.namespace".to_string(), ns.to_string()),
-                ("io.kubernetes.pod.uid".to_string(), uid.to_string()),
+                (crate::cri::POD_UID_LABEL.to_string(), uid.to_string()),
             ])
             .collect(),
         annotations: pod

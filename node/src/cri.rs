@@ -41,3 +41,56 @@ pub async fn containers_of<C: Cri>(cri: &C, sandbox: &str) -> Result<Vec<proto::
     .cri("ListContainers")?
     .containers)
 }
+
+/// One container's usage, from ListContainerStats.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerUsage {
+    pub id: String,
+    pub name: String,
+    pub cpu_nanos: u64,
+    pub memory_working_set: u64,
+    pub writable_layer: u64,
+}
+
+/// Every container's usage, keyed by the UID of its pod (the
+/// `io.kubernetes.pod.uid` label the engine puts on each container):
+/// the one reading that `/stats/summary` and the eviction manager share.
+/// Empty when the runtime cannot answer.
+pub async fn usage_by_pod<C: Cri>(
+    cri: &C,
+) -> std::collections::BTreeMap<String, Vec<ContainerUsage>> {
+    let stats = cri
+        .list_container_stats(Request::new(proto::ListContainerStatsRequest {
+            filter: None,
+        }))
+        .await
+        .map(|r| r.into_inner().stats)
+        .unwrap_or_default();
+    let mut by_pod: std::collections::BTreeMap<String, Vec<ContainerUsage>> = Default::default();
+    for s in stats {
+        let Some(attr) = s.attributes else { continue };
+        let Some(uid) = attr.labels.get(POD_UID_LABEL) else {
+            continue;
+        };
+        let value = |v: Option<&proto::UInt64Value>| v.map_or(0, |v| v.value);
+        by_pod.entry(uid.clone()).or_default().push(ContainerUsage {
+            id: attr.id.clone(),
+            name: attr.metadata.map(|m| m.name).unwrap_or_default(),
+            cpu_nanos: value(
+                s.cpu
+                    .as_ref()
+                    .and_then(|c| c.usage_core_nano_seconds.as_ref()),
+            ),
+            memory_working_set: value(s.memory.as_ref().and_then(|m| m.working_set_bytes.as_ref())),
+            writable_layer: value(
+                s.writable_layer
+                    .as_ref()
+                    .and_then(|w| w.used_bytes.as_ref()),
+            ),
+        });
+    }
+    by_pod
+}
+
+/// The label naming a container's pod UID.
+pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";

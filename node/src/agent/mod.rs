@@ -243,6 +243,7 @@ pub async fn run<C: Cri>(
         cri: cri.clone(),
         client: client.clone(),
         node: cfg.node_name.clone(),
+        root: cfg.root.clone(),
         pods: manager.view.clone(),
     });
     let server_cfg = server::ServerConfig {
@@ -287,9 +288,9 @@ pub async fn run<C: Cri>(
                         continue;
                     }
                 };
-                let m = node_status::Machine::read(&cfg.root);
                 let p = *pods::lock(&pressure);
                 if periodic || conditions_changed(p, &node) {
+                    let m = node_status::Machine::read(&cfg.root);
                     match update_status(&client, &cfg, &m, p, &node).await {
                         Ok(n) => {
                             node = n;

@@ -170,7 +170,7 @@ impl<C: Cri> PodManager<C> {
         };
         let running: BTreeSet<String> = self.running().into_iter().collect();
         for sb in list.into_inner().items {
-            let Some(uid) = sb.labels.get("io.kubernetes.pod.uid").cloned() else {
+            let Some(uid) = sb.labels.get(crate::cri::POD_UID_LABEL).cloned() else {
                 continue;
             };
             let is_static = sb
@@ -483,7 +483,7 @@ impl<C: Cri> PodManager<C> {
         let uid = uid_of(pod);
         let (ns, name) = key(pod);
         let filter = proto::PodSandboxFilter {
-            label_selector: [("io.kubernetes.pod.uid".to_string(), uid.clone())].into(),
+            label_selector: [(crate::cri::POD_UID_LABEL.to_string(), uid.clone())].into(),
             ..Default::default()
         };
         let ids = self

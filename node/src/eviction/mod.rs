@@ -196,34 +196,18 @@ impl EvictionManager {
 
     /// Measure: the machine and what each pod uses (keyed by UID).
     async fn measure<C: Cri>(&self, cri: &C) -> (Observed, BTreeMap<String, Usage>) {
-        let stats = cri
-            .list_container_stats(Request::new(proto::ListContainerStatsRequest {
-                filter: None,
-            }))
+        let used: BTreeMap<String, Usage> = crate::cri::usage_by_pod(cri)
             .await
-            .map(|r| r.into_inner().stats)
-            .unwrap_or_default();
-        let mut used: BTreeMap<String, Usage> = BTreeMap::new();
-        for s in &stats {
-            let Some(uid) = s
-                .attributes
-                .as_ref()
-                .and_then(|a| a.labels.get("io.kubernetes.pod.uid"))
-            else {
-                continue;
-            };
-            let u = used.entry(uid.clone()).or_default();
-            u.memory += s
-                .memory
-                .as_ref()
-                .and_then(|m| m.working_set_bytes.as_ref())
-                .map_or(0, |v| v.value);
-            u.disk += s
-                .writable_layer
-                .as_ref()
-                .and_then(|w| w.used_bytes.as_ref())
-                .map_or(0, |v| v.value);
-        }
+            .into_iter()
+            .map(|(uid, cs)| {
+                let u = Usage {
+                    memory: cs.iter().map(|c| c.memory_working_set).sum(),
+                    disk: cs.iter().map(|c| c.writable_layer).sum(),
+                    ..Default::default()
+                };
+                (uid, u)
+            })
+            .collect();
         let pods_memory = used.values().map(|u| u.memory).sum();
         let m = Machine::read(&self.root);
         let obs = observe::observe(&m, pods_memory, self.cfg.allocatable_memory);

@@ -112,7 +112,7 @@ impl<C: Cri> PodWorker<C> {
     /// (a restart must not start the pod twice).
     async fn existing_sandbox(&self) -> Result<Option<String>> {
         let filter = proto::PodSandboxFilter {
-            label_selector: [("io.kubernetes.pod.uid".to_string(), self.uid.clone())].into(),
+            label_selector: [(crate::cri::POD_UID_LABEL.to_string(), self.uid.clone())].into(),
             state: Some(proto::PodSandboxStateValue {
                 state: proto::PodSandboxState::SandboxReady as i32,
             }),
@@ -545,7 +545,7 @@ impl<C: Cri> PodWorker<C> {
         cfg.labels.extend([
             ("io.kubernetes.pod.name".to_string(), name),
             ("io.kubernetes.pod.namespace".to_string(), ns),
-            ("io.kubernetes.pod.uid".to_string(), self.uid.clone()),
+            (crate::cri::POD_UID_LABEL.to_string(), self.uid.clone()),
         ]);
         cfg.envs = env
             .iter()

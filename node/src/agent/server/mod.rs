@@ -85,6 +85,8 @@ pub struct Kubelet<C: Cri> {
     pub cri: C,
     pub client: Client,
     pub node: String,
+    /// The node's root dir: its filesystem is the summary's node `fs`.
+    pub root: PathBuf,
     pub pods: PodView,
 }
 
@@ -239,7 +241,7 @@ async fn handle<C: Cri>(
                 "kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items,
             }))
         }
-        ["stats", "summary"] => json(&stats::summary(&k.cri, &k.node, &k.pods()).await),
+        ["stats", "summary"] => json(&stats::summary(&k.cri, &k.node, &k.root, &k.pods()).await),
         ["metrics"] => text(StatusCode::OK, stats::metrics(&k.pods())),
         ["containerLogs", ns, pod, container] => k.logs(ns, pod, container, &query(&req)).await,
         ["exec", ns, pod, container] | ["exec", ns, pod, _, container] => {
@@ -428,7 +430,7 @@ impl<C: Cri> Kubelet<C> {
             .and_then(|p| p.metadata.uid)
             .unwrap_or_default();
         let filter = proto::PodSandboxFilter {
-            label_selector: [("io.kubernetes.pod.uid".to_string(), uid)].into(),
+            label_selector: [(crate::cri::POD_UID_LABEL.to_string(), uid)].into(),
             state: Some(proto::PodSandboxStateValue {
                 state: proto::PodSandboxState::SandboxReady as i32,
             }),

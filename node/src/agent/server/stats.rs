@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
-use podctl_cri::proto;
 use serde_json::{json, Value};
-use tonic::Request;
 
 use crate::cri::Cri;
 
@@ -28,65 +26,47 @@ fn node_cpu_nanos() -> u64 {
 }
 
 /// The summary: node CPU/memory, and per pod its containers' CPU and memory.
-pub async fn summary<C: Cri>(cri: &C, node: &str, pods: &BTreeMap<String, Pod>) -> Value {
+pub async fn summary<C: Cri>(
+    cri: &C,
+    node: &str,
+    root: &std::path::Path,
+    pods: &BTreeMap<String, Pod>,
+) -> Value {
     let now = crate::status::now();
-    let m = super::super::node_status::Machine::read(std::path::Path::new("/"));
-    let stats = cri
-        .list_container_stats(Request::new(proto::ListContainerStatsRequest {
-            filter: None,
-        }))
-        .await
-        .map(|r| r.into_inner().stats)
-        .unwrap_or_default();
-    // Container ID → pod UID, from the statuses the engine reported.
-    let mut owner: BTreeMap<String, String> = BTreeMap::new();
-    for p in pods.values() {
-        let uid = p.metadata.uid.clone().unwrap_or_default();
-        let st = p.status.as_ref();
-        let all = st
-            .and_then(|s| s.container_statuses.as_ref())
-            .into_iter()
-            .chain(st.and_then(|s| s.init_container_statuses.as_ref()))
-            .flatten();
-        for c in all {
-            if let Some(id) = &c.container_id {
-                let id = id.strip_prefix(crate::status::ID_PREFIX).unwrap_or(id);
-                owner.insert(id.to_string(), uid.clone());
-            }
-        }
-    }
+    let m = super::super::node_status::Machine::read(root);
+    // The containers the pods' statuses name now: a restarted container's
+    // earlier instance still has stats (its writable layer) but is not
+    // part of the pod any more.
+    let current: std::collections::BTreeSet<String> = pods
+        .values()
+        .filter_map(|p| p.status.as_ref())
+        .flat_map(|st| {
+            st.container_statuses
+                .iter()
+                .chain(st.init_container_statuses.iter())
+                .flatten()
+        })
+        .filter_map(|c| c.container_id.as_deref())
+        .map(|id| {
+            id.strip_prefix(crate::status::ID_PREFIX)
+                .unwrap_or(id)
+                .to_string()
+        })
+        .collect();
+    let usage = crate::cri::usage_by_pod(cri).await;
     let mut by_pod: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut totals: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for s in &stats {
-        let Some(attr) = &s.attributes else { continue };
-        let Some(uid) = owner.get(&attr.id).cloned() else {
-            continue;
-        };
-        let name = attr
-            .metadata
-            .as_ref()
-            .map(|m| m.name.clone())
-            .unwrap_or_default();
-        let cpu = s
-            .cpu
-            .as_ref()
-            .and_then(|c| c.usage_core_nano_seconds.as_ref())
-            .map(|v| v.value)
-            .unwrap_or(0);
-        let mem = s
-            .memory
-            .as_ref()
-            .and_then(|m| m.working_set_bytes.as_ref())
-            .map(|v| v.value)
-            .unwrap_or(0);
+    for (uid, cs) in usage.into_iter().filter(|(uid, _)| pods.contains_key(uid)) {
         let t = totals.entry(uid.clone()).or_default();
-        t.0 += cpu;
-        t.1 += mem;
-        by_pod.entry(uid).or_default().push(json!({
-            "name": name,
-            "cpu": {"time": now, "usageCoreNanoSeconds": cpu},
-            "memory": {"time": now, "workingSetBytes": mem, "usageBytes": mem},
-        }));
+        for c in cs.into_iter().filter(|c| current.contains(&c.id)) {
+            t.0 += c.cpu_nanos;
+            t.1 += c.memory_working_set;
+            by_pod.entry(uid.clone()).or_default().push(json!({
+                "name": c.name,
+                "cpu": {"time": now, "usageCoreNanoSeconds": c.cpu_nanos},
+                "memory": {"time": now, "workingSetBytes": c.memory_working_set, "usageBytes": c.memory_working_set},
+            }));
+        }
     }
     let pods: Vec<Value> = pods
         .values()
