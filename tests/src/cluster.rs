@@ -571,22 +571,6 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:node
 /// The token of [`BOOTSTRAP_RBAC`].
 pub const BOOTSTRAP_TOKEN: &str = "abcdef.0123456789abcdef";
 
-impl Cluster {
-    /// The status (`True`, `False`, `Unknown`) of condition `kind` of Node `node`.
-    pub fn node_condition(&self, node: &str, kind: &str) -> Option<String> {
-        let n = self.get_json(&["node", node])?;
-        n["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .find(|x| x["type"] == kind)
-            .and_then(|x| x["status"].as_str().map(str::to_string))
-    }
-
-    pub fn node_ready(&self, node: &str) -> bool {
-        self.node_condition(node, "Ready").as_deref() == Some("True")
-    }
-}
-
 /// PIDs of processes with `marker` as an argument.
 pub fn processes_with_arg(marker: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")

@@ -16,6 +16,7 @@
 pub mod big;
 pub mod cluster;
 pub mod cluster_images;
+pub mod cluster_query;
 pub mod critest_images;
 pub mod e2e_env;
 pub mod e2e_images;

@@ -62,14 +62,6 @@ fn curl_here(url: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn pod_field(c: &Cluster, pod: &str, path: &[&str]) -> String {
-    let mut v = c.get_json(&["pod", pod]).unwrap_or_default();
-    for p in path {
-        v = v[*p].clone();
-    }
-    v.as_str().unwrap_or_default().to_string()
-}
-
 /// The app's pods that are not being deleted: (name, node, phase).
 fn app_pods(c: &Cluster) -> Vec<(String, String, String)> {
     let v = c
@@ -306,11 +298,11 @@ fn check_traffic(c: &Cluster, fabric: &Fabric, nodes: &Nodes, image: &str) {
     c.apply(&pods);
     for p in ["client", "web-1", "web-2"] {
         c.wait("the pods Running", 120, || {
-            pod_field(c, p, &["status", "phase"]) == "Running"
+            c.pod_str(p, &["status", "phase"]) == "Running"
         });
     }
     for (p, i) in [("client", 0), ("web-1", 1), ("web-2", 2)] {
-        let ip = pod_field(c, p, &["status", "podIP"]);
+        let ip = c.pod_str(p, &["status", "podIP"]);
         let cidr = &nodes.cidrs[i];
         assert!(
             in_cidr(&ip, cidr),
@@ -318,7 +310,7 @@ fn check_traffic(c: &Cluster, fabric: &Fabric, nodes: &Nodes, image: &str) {
         );
     }
     for (p, i) in [("web-1", 1), ("web-2", 2)] {
-        let ip = pod_field(c, p, &["status", "podIP"]);
+        let ip = c.pod_str(p, &["status", "podIP"]);
         // Running is not yet listening: a few tries.
         let mut got = Err(String::new());
         for _ in 0..10 {
@@ -483,36 +475,8 @@ fn check_rotation(c: &Cluster, nodes: &Nodes) {
         joined,
     } = &nodes.rotating;
     let n0 = &nodes.names[0];
-    c.wait("node 0's renewed certificate", 150, || {
-        let now = client_cert_of(kubeconfig);
-        &now != first && !serial_and_end(&now).0.is_empty()
-    });
-    let (serial2, end2) = serial_and_end(&client_cert_of(kubeconfig));
-    assert_ne!(serial1, &serial2);
-    let csrs = c.get_json(&["csr"]).unwrap_or_default();
-    let renewals = csrs["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|x| {
-            x["spec"]["username"] == format!("system:node:{n0}")
-                && x["status"]["conditions"][0]["type"] == "Approved"
-        })
-        .count();
-    assert!(renewals >= 1, "no renewal CSR by node 0 itself: {csrs}");
-    std::thread::sleep(Duration::from_secs(125).saturating_sub(joined.elapsed()));
-    let renew_time = |c: &Cluster| {
-        c.get_json(&["lease", "-n", "kube-node-lease", n0])
-            .and_then(|l| l["spec"]["renewTime"].as_str().map(str::to_string))
-    };
-    let before = renew_time(c);
-    c.wait("a Lease renewal with the new certificate", 40, || {
-        renew_time(c) != before
-    });
-    assert!(
-        c.node_ready(n0),
-        "node 0 not Ready after its first certificate expired"
-    );
+    let (serial2, end2) = c.wait_renewed(n0, kubeconfig, (first, serial1), 150);
+    c.check_alive_past(n0, *joined, Duration::from_secs(125));
     println!("check: node 0 bootstrapped with a 2-minute certificate ({serial1}, until {end1}), renewed it by its own CSR ({serial2}, until {end2}), Ready past the first's end: ok");
 }
 

@@ -37,10 +37,6 @@ fn mem_total_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn pod(c: &Cluster, name: &str) -> serde_json::Value {
-    c.get_json(&["pod", name]).unwrap_or_default()
-}
-
 #[test]
 fn a_best_effort_pod_is_evicted_under_memory_pressure_and_a_guaranteed_one_stays() {
     if skip_without_binaries("eviction") {
@@ -114,9 +110,9 @@ spec:
 "#
     ));
     c.wait("the BestEffort pod evicted", 180, || {
-        pod(&c, "hog")["status"]["reason"] == "Evicted"
+        c.pod("hog")["status"]["reason"] == "Evicted"
     });
-    let hog = pod(&c, "hog");
+    let hog = c.pod("hog");
     assert_eq!(hog["status"]["phase"], "Failed", "{}", hog["status"]);
     let msg = hog["status"]["message"].as_str().unwrap_or_default();
     assert!(
@@ -124,7 +120,7 @@ spec:
             && msg.contains("Threshold quantity: 300Mi"),
         "{msg}"
     );
-    let g = pod(&c, "guaranteed");
+    let g = c.pod("guaranteed");
     assert_eq!(g["status"]["phase"], "Running", "{}", g["status"]);
     assert_eq!(g["status"]["containerStatuses"][0]["restartCount"], 0);
     let events = c
@@ -160,9 +156,9 @@ spec:
          command: [sleep, '100000']\n"
     ));
     c.wait("the late BestEffort pod refused", 30, || {
-        pod(&c, "late")["status"]["reason"] == "Evicted"
+        c.pod("late")["status"]["reason"] == "Evicted"
     });
-    let late = pod(&c, "late");
+    let late = c.pod("late");
     assert_eq!(late["status"]["phase"], "Failed");
     assert!(
         late["status"]["message"]
@@ -178,7 +174,7 @@ spec:
     c.wait("MemoryPressure False again", 120, || {
         c.node_condition(NODE, "MemoryPressure").as_deref() == Some("False")
     });
-    assert_eq!(pod(&c, "guaranteed")["status"]["phase"], "Running");
+    assert_eq!(c.pod("guaranteed")["status"]["phase"], "Running");
     println!(
         "check: pressure clears after the transition period, the Guaranteed pod still runs: ok"
     );
@@ -265,7 +261,7 @@ fn disk_pressure_removes_unused_images_then_evicts_a_best_effort_pod() {
     };
     c.apply(&pod_yaml("once", &pubd.httpd, ""));
     c.wait("the httpd pod started", 120, || {
-        pod(&c, "once")["status"]["containerStatuses"][0]["imageID"]
+        c.pod("once")["status"]["containerStatuses"][0]["imageID"]
             .as_str()
             .is_some_and(|i| !i.is_empty())
     });
@@ -294,16 +290,16 @@ fn disk_pressure_removes_unused_images_then_evicts_a_best_effort_pod() {
         )
     ));
     c.wait("the writer evicted", 180, || {
-        pod(&c, "writer")["status"]["reason"] == "Evicted"
+        c.pod("writer")["status"]["reason"] == "Evicted"
     });
-    let w = pod(&c, "writer");
+    let w = c.pod("writer");
     assert_eq!(w["status"]["phase"], "Failed", "{}", w["status"]);
     let msg = w["status"]["message"].as_str().unwrap_or_default();
     assert!(
         msg.contains("The node was low on resource: ephemeral-storage."),
         "{msg}"
     );
-    let g = pod(&c, "guaranteed");
+    let g = c.pod("guaranteed");
     assert_eq!(g["status"]["phase"], "Running", "{}", g["status"]);
     assert_eq!(g["status"]["containerStatuses"][0]["restartCount"], 0);
     assert!(
@@ -340,7 +336,7 @@ fn disk_pressure_removes_unused_images_then_evicts_a_best_effort_pod() {
     c.wait("DiskPressure False again", 120, || {
         c.node_condition(node, "DiskPressure").as_deref() == Some("False")
     });
-    assert_eq!(pod(&c, "guaranteed")["status"]["phase"], "Running");
+    assert_eq!(c.pod("guaranteed")["status"]["phase"], "Running");
     println!("check: the writer's layer went with it, the pressure clears: ok");
     let _ = c.kubectl(&["delete", "pod", "--all", "--wait=false"]);
     drop(c);
