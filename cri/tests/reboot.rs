@@ -67,7 +67,32 @@ fn pods() -> Vec<(String, String, String)> {
 fn exec(pod: &str, cmd: &[&str]) -> String {
     let mut args = vec!["exec", pod, "--"];
     args.extend(cmd);
-    sh("podctl", &args)
+    let out = ok(Command::new("podctl").args(&args).output());
+    assert!(
+        out.status.success(),
+        "podctl {args:?}: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        diagnose(pod)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// What the node knows of a standalone pod: its status, events and its
+/// supervisor's log (for a failure message).
+fn diagnose(pod: &str) -> String {
+    let dir = format!("/run/podctl/pods/default_{pod}");
+    let status = Command::new("podctl")
+        .args(["pods", "-o", "yaml"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let file = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).unwrap_or_default();
+    format!(
+        "--- podctl pods -o yaml\n{status}\n--- {dir}/events.jsonl\n{}\n--- {dir}/supervisor.log\n{}",
+        file("events.jsonl"),
+        file("supervisor.log")
+    )
 }
 
 fn logs_dir() -> PathBuf {

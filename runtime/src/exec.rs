@@ -64,7 +64,7 @@ impl Runtime {
         if st.state != ContainerState::Running {
             return Err(RuntimeError::Container {
                 id: id.into(),
-                reason: format!("cannot exec in a {:?} container", st.state),
+                reason: not_running(&st),
             });
         }
         if cmd.is_empty() {
@@ -126,7 +126,7 @@ impl Runtime {
         if st.state != ContainerState::Running {
             return Err(RuntimeError::Container {
                 id: id.into(),
-                reason: format!("cannot exec in a {:?} container", st.state),
+                reason: not_running(&st),
             });
         }
         if cmd.is_empty() {
@@ -247,4 +247,72 @@ fn drain<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<Vec<u8>>
         let _ = r.read_to_end(&mut v);
         v
     })
+}
+
+/// Why an exec cannot run in `st`'s container: its state and, for one
+/// that exited, how (exit code, reason, message).
+fn not_running(st: &crate::ContainerStatus) -> String {
+    let mut why = format!("cannot exec: the container is {:?}", st.state);
+    if let Some(code) = st.exit_code {
+        why.push_str(&format!(" (exit code {code}"));
+        if !st.reason.is_empty() {
+            why.push_str(&format!(", {}", st.reason));
+        }
+        if !st.message.is_empty() {
+            why.push_str(&format!(": {}", st.message.trim()));
+        }
+        why.push(')');
+    }
+    why
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(
+        state: ContainerState,
+        exit: Option<i32>,
+        reason: &str,
+        msg: &str,
+    ) -> crate::ContainerStatus {
+        crate::ContainerStatus {
+            id: "c1".into(),
+            name: "app".into(),
+            image: "busybox".into(),
+            sandbox_id: None,
+            state,
+            pid: None,
+            created_at_ns: 0,
+            started_at_ns: 0,
+            finished_at_ns: 0,
+            exit_code: exit,
+            reason: reason.into(),
+            message: msg.into(),
+            log_path: Default::default(),
+            labels: Default::default(),
+        }
+    }
+
+    /// An exec refused says how the container ended, not just its state.
+    #[test]
+    fn a_refused_exec_says_how_the_container_ended() {
+        assert_eq!(
+            not_running(&status(ContainerState::Created, None, "", "")),
+            "cannot exec: the container is Created"
+        );
+        assert_eq!(
+            not_running(&status(ContainerState::Exited, Some(137), "Error", "")),
+            "cannot exec: the container is Exited (exit code 137, Error)"
+        );
+        assert_eq!(
+            not_running(&status(
+                ContainerState::Exited,
+                Some(128),
+                "StartError",
+                "exec: \"nope\": not found\n"
+            )),
+            "cannot exec: the container is Exited (exit code 128, StartError: exec: \"nope\": not found)"
+        );
+    }
 }
