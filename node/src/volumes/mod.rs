@@ -3,19 +3,19 @@
 //! a tmpfs with `medium: Memory`), hostPath (with its type check),
 //! configMap, secret, downwardAPI and projected (their files written
 //! atomically; secrets and projected volumes on a tmpfs of their own, never
-//! on disk), and the CRI mounts of each container's volumeMounts, subPath
-//! and subPathExpr included.
+//! on disk), image (mounted read-only by the runtime, the worker pulls
+//! its image), and the CRI mounts of each container's volumeMounts,
+//! subPath and subPathExpr included.
 
 mod files;
+mod payload;
 mod subpath;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
-};
+use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 use podctl_cri::proto;
 
 use crate::envvars::{self, PodFacts};
@@ -26,6 +26,7 @@ pub use files::check_item_path;
 pub use subpath::open_within;
 
 use files::Payload;
+use payload::{cm_data, downward, project, secret_data};
 
 /// One prepared volume.
 #[derive(Clone, Debug)]
@@ -34,6 +35,9 @@ struct Prepared {
     /// Mounted read-only whatever the volumeMount says (the kubelet does
     /// so for configMap, secret, downwardAPI and projected).
     readonly: bool,
+    /// An image volume: the image reference, mounted by the runtime
+    /// (CRI `Mount.image`) rather than from a host path.
+    image: Option<String>,
 }
 
 /// The pod's prepared volumes and the mounts made for them.
@@ -120,114 +124,6 @@ fn host_path_check(path: &Path, kind: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// `items` of a ConfigMap/Secret, or every key; missing keys are errors
-/// unless the source is optional.
-fn project(
-    data: BTreeMap<String, Vec<u8>>,
-    items: Option<&Vec<KeyToPath>>,
-    default_mode: u32,
-    optional: bool,
-    what: &str,
-) -> std::result::Result<Payload, String> {
-    let mut out = Payload::new();
-    match items {
-        Some(items) => {
-            for it in items {
-                check_item_path(&it.path)?;
-                match data.get(&it.key) {
-                    Some(v) => {
-                        let mode = it.mode.map(|m| m as u32).unwrap_or(default_mode);
-                        out.insert(it.path.clone(), (v.clone(), mode));
-                    }
-                    None if optional => {}
-                    None => return Err(format!("key {:?} not found in {what}", it.key)),
-                }
-            }
-        }
-        None => {
-            for (k, v) in data {
-                check_item_path(&k)?;
-                out.insert(k, (v, default_mode));
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn cm_data(cm: ConfigMap) -> BTreeMap<String, Vec<u8>> {
-    let mut d: BTreeMap<String, Vec<u8>> = cm
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.into_bytes()))
-        .collect();
-    for (k, v) in cm.binary_data.unwrap_or_default() {
-        d.insert(k, v.0);
-    }
-    d
-}
-
-fn secret_data(s: Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut d: BTreeMap<String, Vec<u8>> = s
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    for (k, v) in s.string_data.unwrap_or_default() {
-        d.insert(k, v.into_bytes());
-    }
-    d
-}
-
-/// Downward API files: labels/annotations as sorted `k="v"` lines.
-fn downward(
-    pod: &Pod,
-    facts: &PodFacts,
-    items: &[DownwardAPIVolumeFile],
-    default_mode: u32,
-) -> std::result::Result<Payload, String> {
-    let mut out = Payload::new();
-    for it in items {
-        check_item_path(&it.path)?;
-        let value = if let Some(f) = &it.field_ref {
-            let lines = |m: &Option<BTreeMap<String, String>>| {
-                m.iter()
-                    .flatten()
-                    .map(|(k, v)| format!("{k}={v:?}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            };
-            match f.field_path.as_str() {
-                "metadata.labels" => lines(&pod.metadata.labels),
-                "metadata.annotations" => lines(&pod.metadata.annotations),
-                p => envvars::field(pod, facts, p)
-                    .ok_or_else(|| format!("unsupported fieldPath {p:?}"))?,
-            }
-        } else if let Some(r) = &it.resource_field_ref {
-            let c = pod
-                .spec
-                .as_ref()
-                .and_then(|s| {
-                    s.containers
-                        .iter()
-                        .find(|c| Some(c.name.as_str()) == r.container_name.as_deref())
-                })
-                .ok_or_else(|| format!("resourceFieldRef: no container {:?}", r.container_name))?;
-            envvars::resource(c, &r.resource, r.divisor.as_ref().map(|d| d.0.as_str()))
-                .ok_or_else(|| format!("bad resource {:?}", r.resource))?
-        } else {
-            return Err(format!(
-                "item {:?} has neither fieldRef nor resourceFieldRef",
-                it.path
-            ));
-        };
-        let mode = it.mode.map(|m| m as u32).unwrap_or(default_mode);
-        out.insert(it.path.clone(), (value.into_bytes(), mode));
-    }
-    Ok(out)
-}
-
 /// The pod's volumes, borrowed.
 fn volumes_of(pod: &Pod) -> &[Volume] {
     pod.spec
@@ -312,6 +208,22 @@ impl Volumes {
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777))
                 .ctx("chmod", &d)?;
             (d, false)
+        } else if let Some(i) = &vol.image {
+            // Pulled by the worker before each container that mounts it,
+            // mounted by the runtime: nothing on the host here.
+            let reference = i.reference.clone().unwrap_or_default();
+            if reference.is_empty() {
+                return Err(bad("image volume without a reference".into()));
+            }
+            self.prepared.insert(
+                name.to_string(),
+                Prepared {
+                    path: PathBuf::new(),
+                    readonly: true,
+                    image: Some(reference),
+                },
+            );
+            return Ok(());
         } else if let Some(h) = &vol.host_path {
             let p = PathBuf::from(&h.path);
             host_path_check(&p, h.type_.as_deref().unwrap_or("")).map_err(bad)?;
@@ -329,8 +241,14 @@ impl Volumes {
         } else {
             return Err(bad("unsupported volume type".into()));
         };
-        self.prepared
-            .insert(name.to_string(), Prepared { path, readonly });
+        self.prepared.insert(
+            name.to_string(),
+            Prepared {
+                path,
+                readonly,
+                image: None,
+            },
+        );
         Ok(())
     }
 
@@ -526,6 +444,20 @@ impl Volumes {
                 (_, Some(e)) if !e.is_empty() => envvars::expand(e, env),
                 _ => String::new(),
             };
+            if let Some(image) = &p.image {
+                // The runtime mounts the image (or its subPath) read-only.
+                out.push(proto::Mount {
+                    container_path: vm.mount_path.clone(),
+                    readonly: true,
+                    image: Some(proto::ImageSpec {
+                        image: image.clone(),
+                        ..Default::default()
+                    }),
+                    image_sub_path: sub,
+                    ..Default::default()
+                });
+                continue;
+            }
             let host = if sub.is_empty() {
                 p.path.clone()
             } else {

@@ -11,6 +11,7 @@
 //! ```
 
 mod hooks;
+mod image;
 mod kill;
 mod message;
 mod names;

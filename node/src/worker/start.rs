@@ -2,23 +2,17 @@
 //! configuration, termination-message file (see `message`), postStart hook,
 //! probes).
 
-use std::time::Instant;
-
 use k8s_openapi::api::core::v1::Container;
 use podctl_cri::proto;
 use tonic::Request;
 
+use super::image::Image;
 use super::PodWorker;
 use crate::cri::Cri;
 use crate::error::{CriContext, IoContext, NodeError, Result};
 use crate::events::EventType;
 use crate::probe;
 use crate::status;
-
-enum Image {
-    Ready(String),
-    Waiting(String, String),
-}
 
 impl<C: Cri> PodWorker<C> {
     pub(super) async fn run_sandbox(&mut self) -> Result<()> {
@@ -200,101 +194,6 @@ impl<C: Cri> PodWorker<C> {
         Ok(())
     }
 
-    async fn ensure_image(&mut self, c: &Container) -> Result<Image> {
-        let image =
-            c.image
-                .clone()
-                .filter(|i| !i.is_empty())
-                .ok_or_else(|| NodeError::Container {
-                    pod: self.full_name(),
-                    container: c.name.clone(),
-                    reason: "no image".into(),
-                })?;
-        let latest = !image.contains('@')
-            && image
-                .rsplit('/')
-                .next()
-                .is_none_or(|last| !last.contains(':') || last.ends_with(":latest"));
-        let policy = c
-            .image_pull_policy
-            .clone()
-            .unwrap_or_else(|| if latest { "Always" } else { "IfNotPresent" }.into());
-        let spec = proto::ImageSpec {
-            image: image.clone(),
-            ..Default::default()
-        };
-        let present = self
-            .cri
-            .image_status(Request::new(proto::ImageStatusRequest {
-                image: Some(spec.clone()),
-                verbose: false,
-            }))
-            .await
-            .cri("ImageStatus")?
-            .image;
-        let key = format!("image:{}", c.name);
-        match (policy.as_str(), present) {
-            ("IfNotPresent" | "Never", Some(i)) => return Ok(Image::Ready(i.id)),
-            ("Never", None) => {
-                return Ok(Image::Waiting(
-                    "ErrImageNeverPull".into(),
-                    format!("image {image} is not present with pull policy of Never"),
-                ))
-            }
-            _ => {}
-        }
-        let now = Instant::now();
-        if !self.backoff.remaining(&key, now).is_zero() {
-            return Ok(Image::Waiting(
-                "ImagePullBackOff".into(),
-                format!("Back-off pulling image {image:?}"),
-            ));
-        }
-        self.event(
-            Some(&c.name),
-            EventType::Normal,
-            "Pulling",
-            format!("Pulling image {image:?}"),
-        );
-        let t0 = Instant::now();
-        match self
-            .cri
-            .pull_image(Request::new(proto::PullImageRequest {
-                image: Some(spec),
-                auth: crate::pull_secrets::for_pod(
-                    &self.pod,
-                    &self.ns,
-                    &image,
-                    self.sources.as_ref(),
-                )
-                .await,
-                sandbox_config: self.sandbox.as_ref().map(|s| s.1.clone()),
-            }))
-            .await
-        {
-            Ok(r) => {
-                self.backoff.forget(&key);
-                self.event(
-                    Some(&c.name),
-                    EventType::Normal,
-                    "Pulled",
-                    format!(
-                        "Successfully pulled image {image:?} in {:.3}s",
-                        t0.elapsed().as_secs_f64()
-                    ),
-                );
-                Ok(Image::Ready(r.into_inner().image_ref))
-            }
-            Err(s) => {
-                self.backoff
-                    .exited(&key, Instant::now(), std::time::Duration::ZERO);
-                let msg = format!("Failed to pull image {image:?}: {}", s.message());
-                self.event(Some(&c.name), EventType::Warning, "Failed", msg.clone());
-                Ok(Image::Waiting("ErrImagePull".into(), msg))
-            }
-        }
-    }
-
     fn set_waiting(&mut self, name: &str, reason: &str, message: String) {
         let t = self.tracks.entry(name.to_string()).or_default();
         t.waiting = Some((reason.to_string(), message));
@@ -312,6 +211,11 @@ impl<C: Cri> PodWorker<C> {
                 return Ok(());
             }
         };
+        // The images of its image volumes, by their own pull policies.
+        if let Image::Waiting(reason, msg) = self.ensure_volume_images(c).await? {
+            self.set_waiting(&c.name, &reason, msg);
+            return Ok(());
+        }
         let t = self.tracks.get(&c.name).cloned().unwrap_or_default();
         let attempt = if t.current.is_some() {
             t.restarts + 1
