@@ -13,6 +13,7 @@ use crate::error::{CriError, IoContext, Result};
 use crate::image_volume::ImageVolume;
 use crate::proto;
 use podctl_runtime::file_cache::Cache;
+use podctl_runtime::status_index::{Layout, StatusIndex};
 
 /// A sandbox as CRI created it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,6 +48,10 @@ pub struct Records {
     dir: PathBuf,
     sandbox_cache: Arc<Cache<SandboxRecord>>,
     container_cache: Arc<Cache<ContainerRecord>>,
+    /// The records of each kind in memory for list calls, once
+    /// [`Records::watch`] turned them on.
+    sandbox_index: Arc<StatusIndex<SandboxRecord>>,
+    container_index: Arc<StatusIndex<ContainerRecord>>,
 }
 
 impl Records {
@@ -59,7 +64,19 @@ impl Records {
             dir,
             sandbox_cache: Arc::default(),
             container_cache: Arc::default(),
+            sandbox_index: Arc::default(),
+            container_index: Arc::default(),
         })
+    }
+
+    /// Keep the records in memory for list calls, read again only when
+    /// their files change (see `podctl_runtime::status_index`): for a
+    /// daemon, not a one-shot command.
+    pub fn watch(&self) {
+        self.sandbox_index
+            .enable(&self.dir.join("sandboxes"), Layout::Files(".json"));
+        self.container_index
+            .enable(&self.dir.join("containers"), Layout::Files(".json"));
     }
 
     /// Remove the temporary files of record writes a crash cut short
@@ -159,7 +176,25 @@ impl Records {
         self.path(kind, id).is_ok_and(|p| p.exists())
     }
 
-    fn list<T: DeserializeOwned + Clone>(&self, kind: &'static str, cache: &Cache<T>) -> Vec<T> {
+    fn list<T: DeserializeOwned + Clone>(
+        &self,
+        kind: &'static str,
+        cache: &Cache<T>,
+        index: &StatusIndex<T>,
+    ) -> Vec<T> {
+        let indexed = index.list(|id| match self.read(kind, id, cache) {
+            Ok(r) => Some((r, None)),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping CRI record");
+                None
+            }
+        });
+        if let Some(all) = indexed {
+            let ids: std::collections::HashSet<&str> =
+                all.iter().map(|(id, _)| id.as_str()).collect();
+            cache.retain(|id| ids.contains(id));
+            return all.into_iter().map(|(_, r)| r).collect();
+        }
         let ids: std::collections::HashSet<String> = self.ids(kind).into_iter().collect();
         let mut out = Vec::new();
         for id in &ids {
@@ -184,7 +219,7 @@ impl Records {
         self.remove("sandboxes", id)
     }
     pub fn sandboxes(&self) -> Vec<SandboxRecord> {
-        self.list("sandboxes", &self.sandbox_cache)
+        self.list("sandboxes", &self.sandbox_cache, &self.sandbox_index)
     }
     /// Sandbox IDs, without reading the records.
     pub fn sandbox_ids(&self) -> Vec<String> {
@@ -205,7 +240,7 @@ impl Records {
         self.remove("containers", id)
     }
     pub fn containers(&self) -> Vec<ContainerRecord> {
-        self.list("containers", &self.container_cache)
+        self.list("containers", &self.container_cache, &self.container_index)
     }
     /// Container IDs, without reading the records.
     pub fn container_ids(&self) -> Vec<String> {

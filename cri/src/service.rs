@@ -84,6 +84,14 @@ impl CriService {
         })
     }
 
+    /// Answer list calls from memory kept in step with the state files
+    /// (inotify and pidfds; see `podctl_runtime::status_index`): for a
+    /// long-lived daemon or node agent, not a one-shot command.
+    pub fn watch_state(&self) {
+        self.inner.runtime.watch_state();
+        self.inner.records.watch();
+    }
+
     /// The configuration this service runs with.
     pub fn config(&self) -> &CriConfig {
         &self.inner.cfg

@@ -156,6 +156,7 @@ pub async fn node(a: NodeArgs, log_root: PathBuf) -> anyhow::Result<()> {
     let pods_root = cfg.root.join("pods");
     let root = cfg.root.clone();
     let svc = CriService::new(cfg).context("opening the runtime and image store")?;
+    svc.watch_state();
     crate::stream::start(&svc).await?;
     svc.collect_periodically();
     let listener = server::bind(&socket)?;

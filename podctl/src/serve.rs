@@ -39,6 +39,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let cfg = a.load()?;
     let socket = cfg.socket.clone();
     let svc = CriService::new(cfg).context("opening the runtime and image store")?;
+    svc.watch_state();
     crate::stream::start(&svc).await?;
     svc.collect_periodically();
     let listener = server::bind(&socket)?;

@@ -16,6 +16,7 @@ use crate::error::{IoContext, Result, RuntimeError};
 use crate::file_cache::Cache;
 use crate::launch::Begun;
 use crate::liveness::process_alive;
+use crate::status_index::StatusIndex;
 use crate::{cgroup, lock, rootfs, shim, spec, user};
 
 /// Resource limits (cgroup).
@@ -166,6 +167,10 @@ pub struct Runtime {
     /// `meta.json`s last read, of containers and of sandboxes.
     pub(crate) metas: Cache<Meta>,
     pub(crate) sandbox_metas: Cache<crate::sandbox::SandboxMeta>,
+    /// Containers' and sandboxes' statuses for list calls, once
+    /// [`Runtime::watch_state`] turned them on.
+    pub(crate) container_index: StatusIndex<ContainerStatus>,
+    pub(crate) sandbox_index: StatusIndex<crate::sandbox::SandboxStatus>,
 }
 
 pub(crate) const META: &str = "meta.json";
@@ -187,6 +192,8 @@ impl Runtime {
             shim,
             metas: Cache::default(),
             sandbox_metas: Cache::default(),
+            container_index: StatusIndex::default(),
+            sandbox_index: StatusIndex::default(),
         };
         rt.collect_half_created();
         Ok(rt)

@@ -80,6 +80,20 @@ impl Runtime {
 
     /// All containers this state directory knows, oldest first.
     pub fn list_containers(&self) -> Result<Vec<ContainerStatus>> {
+        let indexed = self.container_index.list(|id| {
+            let st = self.container_status(id).ok()?;
+            // A live container changes when its process ends.
+            let pid = st.pid.filter(|_| st.state == ContainerState::Running);
+            Some((st, pid))
+        });
+        if let Some(all) = indexed {
+            let ids: std::collections::HashSet<&str> =
+                all.iter().map(|(id, _)| id.as_str()).collect();
+            self.metas.retain(|id| ids.contains(id));
+            let mut out: Vec<ContainerStatus> = all.into_iter().map(|(_, s)| s).collect();
+            out.sort_by_key(|s| s.created_at_ns);
+            return Ok(out);
+        }
         let d = self.cfg.state_dir.join("containers");
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -94,5 +108,16 @@ impl Runtime {
         self.metas.retain(|id| seen.contains(id));
         out.sort_by_key(|s| s.created_at_ns);
         Ok(out)
+    }
+
+    /// Keep the statuses of containers and sandboxes in memory for list
+    /// calls, read again only when their files change or their process
+    /// ends (see `status_index`): for a daemon, not a one-shot command.
+    pub fn watch_state(&self) {
+        use crate::status_index::Layout;
+        self.container_index
+            .enable(&self.cfg.state_dir.join("containers"), Layout::Dirs);
+        self.sandbox_index
+            .enable(&self.cfg.state_dir.join("sandboxes"), Layout::Dirs);
     }
 }

@@ -87,6 +87,7 @@
 mod cgroup;
 pub mod cni;
 mod config;
+mod dir_watch;
 mod error;
 mod exec;
 pub mod failpoint;
@@ -102,6 +103,7 @@ mod seccomp;
 pub mod security;
 mod shim;
 mod spec;
+pub mod status_index;
 mod systemd;
 mod update;
 mod user;

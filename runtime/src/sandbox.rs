@@ -517,6 +517,20 @@ impl Runtime {
 
     /// All sandboxes, oldest first.
     pub fn list_sandboxes(&self) -> Result<Vec<SandboxStatus>> {
+        let indexed = self.sandbox_index.list(|id| {
+            let st = self.sandbox_status(id).ok()?;
+            // A ready sandbox changes when its pause process ends.
+            let pid = st.pid.filter(|_| st.state == SandboxState::Ready);
+            Some((st, pid))
+        });
+        if let Some(all) = indexed {
+            let ids: std::collections::HashSet<&str> =
+                all.iter().map(|(id, _)| id.as_str()).collect();
+            self.sandbox_metas.retain(|id| ids.contains(id));
+            let mut out: Vec<SandboxStatus> = all.into_iter().map(|(_, s)| s).collect();
+            out.sort_by_key(|s| s.created_at_ns);
+            return Ok(out);
+        }
         let d = self.cfg.state_dir.join("sandboxes");
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
