@@ -85,7 +85,7 @@ impl CriService {
                     == Some((&meta.name, meta.attempt))
         }) {
             tracing::info!(id = %old.id, name = %meta.name, "CreateContainer retried; returning the existing container");
-            return Ok(old.id);
+            return Ok(old.id.clone());
         }
         let img = self.inner.store.get(&image).map_err(|e| match e {
             podctl_images::ImageError::NotFound { .. } => CriError::NotFound {

@@ -50,8 +50,8 @@ pub struct Records {
     container_cache: Arc<Cache<ContainerRecord>>,
     /// The records of each kind in memory for list calls, once
     /// [`Records::watch`] turned them on.
-    sandbox_index: Arc<StatusIndex<SandboxRecord>>,
-    container_index: Arc<StatusIndex<ContainerRecord>>,
+    sandbox_index: Arc<StatusIndex<Arc<SandboxRecord>>>,
+    container_index: Arc<StatusIndex<Arc<ContainerRecord>>>,
 }
 
 impl Records {
@@ -180,10 +180,10 @@ impl Records {
         &self,
         kind: &'static str,
         cache: &Cache<T>,
-        index: &StatusIndex<T>,
-    ) -> Vec<T> {
+        index: &StatusIndex<Arc<T>>,
+    ) -> Vec<Arc<T>> {
         let indexed = index.list(|id| match self.read(kind, id, cache) {
-            Ok(r) => Some((r, None)),
+            Ok(r) => Some((Arc::new(r), None)),
             Err(e) => {
                 tracing::warn!(error = %e, "skipping CRI record");
                 None
@@ -199,7 +199,7 @@ impl Records {
         let mut out = Vec::new();
         for id in &ids {
             match self.read(kind, id, cache) {
-                Ok(r) => out.push(r),
+                Ok(r) => out.push(Arc::new(r)),
                 Err(e) => tracing::warn!(error = %e, "skipping CRI record"),
             }
         }
@@ -218,7 +218,8 @@ impl Records {
         self.sandbox_cache.forget(id);
         self.remove("sandboxes", id)
     }
-    pub fn sandboxes(&self) -> Vec<SandboxRecord> {
+    /// Every sandbox record (shared: a list call clones none).
+    pub fn sandboxes(&self) -> Vec<Arc<SandboxRecord>> {
         self.list("sandboxes", &self.sandbox_cache, &self.sandbox_index)
     }
     /// Sandbox IDs, without reading the records.
@@ -239,7 +240,8 @@ impl Records {
         self.container_cache.forget(id);
         self.remove("containers", id)
     }
-    pub fn containers(&self) -> Vec<ContainerRecord> {
+    /// Every container record (shared: a list call clones none).
+    pub fn containers(&self) -> Vec<Arc<ContainerRecord>> {
         self.list("containers", &self.container_cache, &self.container_index)
     }
     /// Container IDs, without reading the records.

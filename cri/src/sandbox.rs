@@ -68,12 +68,12 @@ impl CriService {
                 .await;
             if matches!(st, Ok(s) if s.state == SandboxState::Ready) {
                 tracing::info!(id = %old.id, %name, "RunPodSandbox retried; returning the ready sandbox");
-                return Ok(old.id);
+                return Ok(old.id.clone());
             }
             return Err(CriError::NameReserved {
                 kind: "sandbox",
                 name,
-                id: old.id,
+                id: old.id.clone(),
             });
         }
         let mut rc = runtime_config(&config)?;
@@ -157,7 +157,7 @@ impl CriService {
             .containers()
             .into_iter()
             .filter(|c| c.sandbox_id == id)
-            .map(|c| c.id)
+            .map(|c| c.id.clone())
             .collect();
         for c in &running {
             if let Err(e) = self.stop_container(c, 0).await {
@@ -182,7 +182,7 @@ impl CriService {
             .containers()
             .into_iter()
             .filter(|c| c.sandbox_id == id)
-            .map(|c| c.id)
+            .map(|c| c.id.clone())
             .collect();
         for c in &mine {
             self.remove_container(c).await?;
