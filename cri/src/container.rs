@@ -316,42 +316,46 @@ impl CriService {
     ) -> Result<Vec<proto::Container>> {
         // Read in place, as the records are (see container_status).
         let all = self.inner.runtime.list_containers()?;
-        let by_id: HashMap<String, ContainerStatus> =
-            all.into_iter().map(|s| (s.id.clone(), s)).collect();
+        let by_id: HashMap<&str, &ContainerStatus> =
+            all.iter().map(|s| (s.id.as_str(), s)).collect();
         let mut out = Vec::new();
         for rec in self.inner.records.containers() {
-            let Some(st) = by_id.get(&rec.id) else {
+            let Some(st) = by_id.get(rec.id.as_str()).copied() else {
                 continue;
             };
-            let s = status_of(&rec, st);
-            let item = proto::Container {
-                id: s.id,
-                pod_sandbox_id: rec.sandbox_id.clone(),
-                metadata: s.metadata,
-                image: s.image,
-                image_ref: s.image_ref,
-                state: s.state,
-                created_at: s.created_at,
-                labels: s.labels,
-                annotations: s.annotations,
-                image_id: s.image_id,
-            };
+            let state = state_of(st) as i32;
+            // Filtered before anything is built: a kubelet's relist asks
+            // for one pod's or one state's containers among hundreds.
             if let Some(f) = &filter {
-                if !f.id.is_empty() && !item.id.starts_with(&f.id) {
+                if !f.id.is_empty() && !rec.id.starts_with(&f.id) {
                     continue;
                 }
-                if !f.pod_sandbox_id.is_empty()
-                    && !item.pod_sandbox_id.starts_with(&f.pod_sandbox_id)
-                {
+                if !f.pod_sandbox_id.is_empty() && !rec.sandbox_id.starts_with(&f.pod_sandbox_id) {
                     continue;
                 }
-                if f.state.as_ref().is_some_and(|v| v.state != item.state) {
+                if f.state.as_ref().is_some_and(|v| v.state != state) {
                     continue;
                 }
-                if !labels_match(&f.label_selector, &item.labels) {
+                if !labels_match(&f.label_selector, &rec.config.labels) {
                     continue;
                 }
             }
+            let c = &rec.config;
+            let mut image = c.image.clone().unwrap_or_default();
+            image.annotations.clear();
+            image.image_ref = rec.image_id.clone();
+            let item = proto::Container {
+                id: rec.id.clone(),
+                pod_sandbox_id: rec.sandbox_id.clone(),
+                metadata: c.metadata.clone(),
+                image: Some(image),
+                image_ref: rec.image_ref.clone(),
+                state,
+                created_at: st.created_at_ns,
+                labels: c.labels.clone(),
+                annotations: c.annotations.clone(),
+                image_id: rec.image_id.clone(),
+            };
             out.push(item);
         }
         out.sort_by_key(|c| c.created_at);
@@ -403,14 +407,19 @@ impl CriService {
 }
 
 /// CRI status from the CRI record and the runtime's status.
-pub(crate) fn status_of(rec: &ContainerRecord, st: &ContainerStatus) -> proto::ContainerStatus {
-    let c = &rec.config;
-    let state = match st.state {
+/// The CRI state of a runtime state.
+fn state_of(st: &ContainerStatus) -> proto::ContainerState {
+    match st.state {
         ContainerState::Created => proto::ContainerState::ContainerCreated,
         ContainerState::Running => proto::ContainerState::ContainerRunning,
         ContainerState::Exited => proto::ContainerState::ContainerExited,
         ContainerState::Unknown => proto::ContainerState::ContainerUnknown,
-    };
+    }
+}
+
+pub(crate) fn status_of(rec: &ContainerRecord, st: &ContainerStatus) -> proto::ContainerStatus {
+    let c = &rec.config;
+    let state = state_of(st);
     let mut vols = rec.image_volumes.iter();
     let mounts = c
         .mounts

@@ -42,6 +42,23 @@ pub struct ContainerRecord {
     pub image_volumes: Vec<ImageVolume>,
 }
 
+/// A record's ID.
+trait Identified {
+    fn id(&self) -> &str;
+}
+
+impl Identified for SandboxRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Identified for ContainerRecord {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 /// The record directories, and the records last read from them.
 #[derive(Clone, Debug)]
 pub struct Records {
@@ -176,7 +193,7 @@ impl Records {
         self.path(kind, id).is_ok_and(|p| p.exists())
     }
 
-    fn list<T: DeserializeOwned + Clone>(
+    fn list<T: DeserializeOwned + Clone + Identified>(
         &self,
         kind: &'static str,
         cache: &Cache<T>,
@@ -190,10 +207,9 @@ impl Records {
             }
         });
         if let Some(all) = indexed {
-            let ids: std::collections::HashSet<&str> =
-                all.iter().map(|(id, _)| id.as_str()).collect();
+            let ids: std::collections::HashSet<&str> = all.iter().map(|r| r.id()).collect();
             cache.retain(|id| ids.contains(id));
-            return all.into_iter().map(|(_, r)| r).collect();
+            return all;
         }
         let ids: std::collections::HashSet<String> = self.ids(kind).into_iter().collect();
         let mut out = Vec::new();

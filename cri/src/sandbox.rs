@@ -230,34 +230,34 @@ impl CriService {
     ) -> Result<Vec<proto::PodSandbox>> {
         // Read in place, as the records are (see container_status).
         let all = self.inner.runtime.list_sandboxes()?;
-        let by_id: HashMap<String, SandboxStatus> =
-            all.into_iter().map(|s| (s.id.clone(), s)).collect();
+        let by_id: HashMap<&str, &SandboxStatus> = all.iter().map(|s| (s.id.as_str(), s)).collect();
         let mut out = Vec::new();
         for rec in self.inner.records.sandboxes() {
-            let Some(st) = by_id.get(&rec.id) else {
+            let Some(st) = by_id.get(rec.id.as_str()).copied() else {
                 continue;
             };
-            let s = status_of(&rec, st);
-            let item = proto::PodSandbox {
-                id: s.id,
-                metadata: s.metadata,
-                state: s.state,
-                created_at: s.created_at,
-                labels: s.labels,
-                annotations: s.annotations,
-                runtime_handler: s.runtime_handler,
-            };
+            let state = state_of(st) as i32;
+            // Filtered before anything is built.
             if let Some(f) = &filter {
-                if !f.id.is_empty() && !item.id.starts_with(&f.id) {
+                if !f.id.is_empty() && !rec.id.starts_with(&f.id) {
                     continue;
                 }
-                if f.state.as_ref().is_some_and(|v| v.state != item.state) {
+                if f.state.as_ref().is_some_and(|v| v.state != state) {
                     continue;
                 }
-                if !labels_match(&f.label_selector, &item.labels) {
+                if !labels_match(&f.label_selector, &rec.config.labels) {
                     continue;
                 }
             }
+            let item = proto::PodSandbox {
+                id: rec.id.clone(),
+                metadata: rec.config.metadata.clone(),
+                state,
+                created_at: st.created_at_ns,
+                labels: rec.config.labels.clone(),
+                annotations: rec.config.annotations.clone(),
+                runtime_handler: rec.runtime_handler.clone(),
+            };
             out.push(item);
         }
         out.sort_by_key(|s| s.created_at);
@@ -303,6 +303,14 @@ pub(crate) fn resolve(
     }
 }
 
+/// The CRI state of a runtime state.
+fn state_of(st: &SandboxStatus) -> proto::PodSandboxState {
+    match st.state {
+        SandboxState::Ready => proto::PodSandboxState::SandboxReady,
+        SandboxState::NotReady => proto::PodSandboxState::SandboxNotready,
+    }
+}
+
 fn status_of(rec: &SandboxRecord, st: &SandboxStatus) -> proto::PodSandboxStatus {
     let c = &rec.config;
     let ns = c
@@ -313,10 +321,7 @@ fn status_of(rec: &SandboxRecord, st: &SandboxStatus) -> proto::PodSandboxStatus
     proto::PodSandboxStatus {
         id: rec.id.clone(),
         metadata: c.metadata.clone(),
-        state: match st.state {
-            SandboxState::Ready => proto::PodSandboxState::SandboxReady as i32,
-            SandboxState::NotReady => proto::PodSandboxState::SandboxNotready as i32,
-        },
+        state: state_of(st) as i32,
         created_at: st.created_at_ns,
         network: Some(proto::PodSandboxNetworkStatus {
             ip: st.ip.clone().unwrap_or_default(),

@@ -87,10 +87,9 @@ impl Runtime {
             Some((st, pid))
         });
         if let Some(all) = indexed {
-            let ids: std::collections::HashSet<&str> =
-                all.iter().map(|(id, _)| id.as_str()).collect();
+            let ids: std::collections::HashSet<&str> = all.iter().map(|s| s.id.as_str()).collect();
             self.metas.retain(|id| ids.contains(id));
-            let mut out: Vec<ContainerStatus> = all.into_iter().map(|(_, s)| s).collect();
+            let mut out = all;
             out.sort_by_key(|s| s.created_at_ns);
             return Ok(out);
         }

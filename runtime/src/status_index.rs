@@ -92,16 +92,16 @@ impl<T: Clone> StatusIndex<T> {
         }
     }
 
-    /// Every object's value (by ID, unordered), `compute` called for those
-    /// that changed; `None` when the index is off.
-    pub fn list(&self, compute: impl Fn(&str) -> Computed<T>) -> Option<Vec<(String, T)>> {
+    /// Every object's value (unordered), `compute` called for those that
+    /// changed; `None` when the index is off.
+    pub fn list(&self, compute: impl Fn(&str) -> Computed<T>) -> Option<Vec<T>> {
         let mut g = self.lock();
         let ix = g.as_mut()?;
         ix.refresh(&compute);
         Some(
             ix.entries
-                .iter()
-                .filter_map(|(id, e)| Some((id.clone(), e.value.clone()?)))
+                .values()
+                .filter_map(|e| e.value.clone())
                 .collect(),
         )
     }
@@ -309,7 +309,7 @@ mod tests {
         }
     }
 
-    fn sorted(v: Option<Vec<(String, String)>>) -> Vec<(String, String)> {
+    fn sorted(v: Option<Vec<String>>) -> Vec<String> {
         let mut v = v.unwrap_or_else(|| panic!("index off"));
         v.sort();
         v
@@ -336,14 +336,10 @@ mod tests {
         ix.enable(p, Layout::Dirs);
         let f = compute(p, &calls);
         calls.store(0, Ordering::SeqCst);
-        let want = |v: &[(&str, &str)]| {
-            v.iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(sorted(ix.list(&f)), want(&[("a", "a"), ("b", "b")]));
+        let want = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(sorted(ix.list(&f)), want(&["a", "b"]));
         assert_eq!(calls.swap(0, Ordering::SeqCst), 2);
-        assert_eq!(sorted(ix.list(&f)), want(&[("a", "a"), ("b", "b")]));
+        assert_eq!(sorted(ix.list(&f)), want(&["a", "b"]));
         assert_eq!(
             calls.swap(0, Ordering::SeqCst),
             0,
@@ -354,15 +350,15 @@ mod tests {
         write(&p.join("b").join("v.tmp"), "b2");
         std::fs::rename(p.join("b").join("v.tmp"), p.join("b").join("v"))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(sorted(ix.list(&f)), want(&[("a", "a"), ("b", "b2")]));
+        assert_eq!(sorted(ix.list(&f)), want(&["a", "b2"]));
         assert_eq!(calls.swap(0, Ordering::SeqCst), 1);
 
         // One added (its content written after it appeared), one removed.
         std::fs::create_dir(p.join("c")).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(sorted(ix.list(&f)), want(&[("a", "a"), ("b", "b2")]));
+        assert_eq!(sorted(ix.list(&f)), want(&["a", "b2"]));
         write(&p.join("c").join("v"), "c");
         std::fs::remove_dir_all(p.join("a")).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(sorted(ix.list(&f)), want(&[("b", "b2"), ("c", "c")]));
+        assert_eq!(sorted(ix.list(&f)), want(&["b2", "c"]));
         calls.store(0, Ordering::SeqCst);
 
         // A live process: its end alone makes the object read again.
@@ -401,11 +397,11 @@ mod tests {
                 .ok()
                 .map(|v| (v, None))
         };
-        assert_eq!(sorted(ix.list(f)), vec![("x".to_string(), "1".to_string())]);
+        assert_eq!(sorted(ix.list(f)), vec!["1".to_string()]);
         write(&p.join("x.json.1.tmp"), "2");
         std::fs::rename(p.join("x.json.1.tmp"), p.join("x.json")).unwrap_or_else(|e| panic!("{e}"));
         calls.store(0, Ordering::SeqCst);
-        assert_eq!(sorted(ix.list(f)), vec![("x".to_string(), "2".to_string())]);
+        assert_eq!(sorted(ix.list(f)), vec!["2".to_string()]);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }
