@@ -31,6 +31,7 @@ pub mod stream;
 mod stream_backend;
 mod streams;
 mod usage;
+mod userns;
 
 /// The CRI v1 protocol (`runtime.v1`): messages, clients and servers
 /// generated at build time from podctl's `proto/runtime.proto`.

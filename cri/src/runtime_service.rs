@@ -430,6 +430,7 @@ impl CriService {
             reason: if ok { String::new() } else { reason.into() },
             message: if ok { String::new() } else { msg },
         };
+        let userns = podctl_runtime::userns::supported();
         let mut info = std::collections::HashMap::new();
         if verbose {
             let v = serde_json::json!({
@@ -437,6 +438,9 @@ impl CriService {
                 "cni": self.config().cni,
                 "root": self.config().root,
                 "state": self.config().state,
+                // Where containers' root filesystems are mounted (critest
+                // probes idmapped-mount support on its parent).
+                "stateDir": self.config().state.join("containers"),
             });
             info.insert("config".to_string(), v.to_string());
         }
@@ -459,7 +463,7 @@ impl CriService {
                     name,
                     features: Some(proto::RuntimeHandlerFeatures {
                         recursive_read_only_mounts: true,
-                        user_namespaces: false,
+                        user_namespaces: userns,
                     }),
                 })
                 .collect(),

@@ -415,5 +415,6 @@ pub(crate) fn runtime_config(c: &proto::PodSandboxConfig) -> Result<SandboxConfi
             .as_ref()
             .map(|l| l.cgroup_parent.clone())
             .filter(|p| !p.is_empty()),
+        userns: crate::userns::pod_userns(nso)?,
     })
 }

@@ -142,6 +142,8 @@ pub(crate) fn runtime_container(
         stdin: c.stdin,
         stdin_once: c.stdin_once,
         tty: c.tty,
+        // The pod's, filled in by the runtime.
+        userns: None,
     })
 }
 

@@ -110,6 +110,10 @@ pub struct ContainerConfig {
     /// A pseudo-terminal as the container's stdio (CRI `tty`).
     #[serde(default)]
     pub tty: bool,
+    /// The pod's user namespace maps, when it has one (joined through
+    /// `namespaces["user"]`); set by [`Runtime::create_container`].
+    #[serde(default)]
+    pub userns: Option<crate::userns::UserNs>,
 }
 
 /// Lifecycle state as CRI names it.
@@ -238,6 +242,7 @@ impl Runtime {
         for (kind, path) in pod.namespaces {
             cfg.namespaces.entry(kind).or_insert(path);
         }
+        cfg.userns = pod.userns;
         let mut mounts = pod.mounts;
         mounts.retain(|m| {
             !cfg.mounts
@@ -287,13 +292,16 @@ impl Runtime {
     ) -> Result<()> {
         let root = dir.join("rootfs");
         let data = self.data_dir(id);
-        rootfs::mount_overlay(
-            id,
-            &cfg.lower_dirs,
-            &data.join("upper"),
-            &data.join("work"),
-            &root,
-        )?;
+        let mapped = crate::userns::Mapped::of(&cfg);
+        let lowers = match &mapped {
+            Some(m) => m.layers(id, dir, &cfg.lower_dirs, &data.join("upper"))?,
+            None => cfg.lower_dirs.clone(),
+        };
+        rootfs::mount_overlay(id, &lowers, &data.join("upper"), &data.join("work"), &root)?;
+        if mapped.is_some() {
+            // The overlay holds its layers; their clones need no name.
+            crate::userns::detach_all(&dir.join(crate::userns::LAYERS))?;
+        }
         crate::failpoint::hit("create_container.rootfs_mounted");
         let who = user::resolve(id, &root, &cfg.user)?;
         let pod_parent = sandbox
@@ -301,7 +309,17 @@ impl Runtime {
             .and_then(|s| s.config.cgroup_parent)
             .filter(|p| !p.is_empty());
         let cgroups_path = cgroup::container_path(&self.cfg, sandbox, pod_parent.as_deref(), id);
-        let spec = spec::build(id, &cfg, &root, &who, &cgroups_path)?;
+        let spec = match &mapped {
+            Some(m) => {
+                let volumes = m.volumes(id, dir, &cfg.mounts);
+                let c = ContainerConfig {
+                    mounts: volumes,
+                    ..cfg.clone()
+                };
+                spec::build(id, &c, &root, &who, &cgroups_path)?
+            }
+            None => spec::build(id, &cfg, &root, &who, &cgroups_path)?,
+        };
         let identity = user::identity_of(&spec);
         let spec_path = dir.join("config.json");
         spec.save(&spec_path).map_err(|e| RuntimeError::Spec {
@@ -341,7 +359,7 @@ impl Runtime {
                 tracing::warn!(%id, error = %e, "deleting half-created container");
             }
         }
-        if let Err(e) = rootfs::unmount(&self.dir(id).join("rootfs")) {
+        if let Err(e) = rootfs::unmount_container(&self.dir(id)) {
             tracing::warn!(%id, error = %e, "rootfs of a half-created container stays mounted");
             return false;
         }

@@ -97,6 +97,7 @@ mod launch;
 mod liveness;
 mod lock;
 mod pairing;
+mod pod_files;
 mod remove;
 mod rootfs;
 mod seccomp;
@@ -107,6 +108,7 @@ pub mod status_index;
 mod systemd;
 mod update;
 mod user;
+pub mod userns;
 
 pub mod container;
 mod container_status;

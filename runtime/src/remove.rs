@@ -101,7 +101,7 @@ impl Runtime {
                 &["--id", id, "--root", &root, "--force"],
             )?;
         }
-        rootfs::unmount(&dir.join("rootfs"))?;
+        rootfs::unmount_container(dir)?;
         if dir.exists() {
             std::fs::remove_dir_all(dir).ctx("remove", dir)?;
         }

@@ -56,3 +56,13 @@ pub fn unmount(target: &Path) -> Result<()> {
         Err(e) => Err(std::io::Error::from(e)).ctx("unmount", target),
     }
 }
+
+/// Unmount everything a container's state directory `dir` has mounted:
+/// its rootfs and the idmapped clones of a pod with its own user
+/// namespace. Before removing `dir`: a removal must never descend into a
+/// volume still mounted below it.
+pub fn unmount_container(dir: &Path) -> Result<()> {
+    unmount(&dir.join("rootfs"))?;
+    crate::userns::detach_all(&dir.join(crate::userns::LAYERS))?;
+    crate::userns::detach_all(&dir.join(crate::userns::VOLUMES))
+}

@@ -19,6 +19,7 @@ use crate::cni::{first_ip, Attachment, PortMapping};
 use crate::container::{ContainerState, Mount, Runtime};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::liveness::process_alive;
+use crate::pod_files::{host_name, pod_hostname};
 use crate::{cgroup, lock, shim};
 
 /// What a pod sandbox is made from.
@@ -52,6 +53,10 @@ pub struct SandboxConfig {
     /// containers go under it and podctl neither limits nor removes it.
     #[serde(default)]
     pub cgroup_parent: Option<String>,
+    /// A user namespace of the pod's own with these ID maps (`None`: the
+    /// host's). Needs the pod's own network, IPC and PID namespaces.
+    #[serde(default)]
+    pub userns: Option<crate::userns::UserNs>,
 }
 
 /// What goes into a pod's `/etc/resolv.conf`.
@@ -119,6 +124,8 @@ pub struct SandboxClaim {
 /// What a container of the pod joins and mounts.
 pub struct PodAttachments {
     pub namespaces: BTreeMap<String, String>,
+    /// The pod's user namespace maps (its path is `namespaces["user"]`).
+    pub userns: Option<crate::userns::UserNs>,
     pub mounts: Vec<Mount>,
     pub hostname: String,
 }
@@ -228,19 +235,17 @@ impl Runtime {
         let dir_s = dir.display().to_string();
         let ns_s = ns.join(",");
         let hostname = pod_hostname(cfg);
-        shim::run(
-            &self.shim,
-            id,
-            "pause",
-            &[
-                "--dir",
-                &dir_s,
-                "--hostname",
-                hostname,
-                "--namespaces",
-                &ns_s,
-            ],
-        )?;
+        let mut args = vec![
+            "--dir".to_string(),
+            dir_s,
+            "--hostname".into(),
+            hostname.into(),
+            "--namespaces".into(),
+            ns_s,
+        ];
+        args.extend(crate::userns::pause_args(id, cfg)?);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        shim::run(&self.shim, id, "pause", &args)?;
         let pid = read_pid(&dir.join(PAUSE_PID)).ctx("read", dir.join(PAUSE_PID))?;
         crate::failpoint::hit("run_sandbox.pause_started");
         if self.pod_slice_owned(cfg) {
@@ -287,7 +292,7 @@ impl Runtime {
                 self.save_sandbox_meta(id, &meta)?;
             }
         }
-        self.write_pod_files(dir, cfg, meta.ip.as_deref())?;
+        crate::pod_files::write(dir, cfg, meta.ip.as_deref())?;
         self.save_sandbox_meta(id, &meta)?;
         Ok(Sandbox {
             id: id.into(),
@@ -295,36 +300,6 @@ impl Runtime {
             netns_path: meta.netns,
             pid,
         })
-    }
-
-    fn write_pod_files(&self, dir: &Path, cfg: &SandboxConfig, ip: Option<&str>) -> Result<()> {
-        let (hostname, hosts) = if cfg.host_network {
-            (
-                host_name(),
-                std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
-            )
-        } else {
-            let hostname = pod_hostname(cfg).to_string();
-            let mut hosts =
-                String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-            if let Some(ip) = ip {
-                hosts.push_str(&format!("{ip}\t{hostname}\n"));
-            }
-            (hostname, hosts)
-        };
-        let resolv = match &cfg.dns {
-            Some(d) => d.render(),
-            None => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        };
-        for (name, data) in [
-            ("hostname", format!("{hostname}\n")),
-            ("hosts", hosts),
-            ("resolv.conf", resolv),
-        ] {
-            let p = dir.join(name);
-            write_atomic(&p, data.as_bytes()).ctx("write", &p)?;
-        }
-        Ok(())
     }
 
     /// Namespaces and files a container of this pod joins and mounts.
@@ -353,10 +328,17 @@ impl Runtime {
         };
         ns.insert("ipc".to_string(), ipc);
         let net = match &m.netns {
+            // In its own user namespace the container opens the path as the
+            // pod's root, who may not reach the pin: the same namespace
+            // through pause (whose namespaces are the pod's) it may.
+            Some(_) if c.userns.is_some() => format!("/proc/{pid}/ns/net"),
             Some(p) => p.display().to_string(),
             None => "host".to_string(),
         };
         ns.insert("network".to_string(), net);
+        if c.userns.is_some() {
+            ns.insert("user".to_string(), format!("/proc/{pid}/ns/user"));
+        }
         if c.host_pid {
             ns.insert("pid".to_string(), "host".to_string());
         } else if c.share_pid {
@@ -374,6 +356,7 @@ impl Runtime {
             .collect();
         Ok(PodAttachments {
             namespaces: ns,
+            userns: c.userns,
             mounts,
             hostname: if c.host_network {
                 host_name()
@@ -564,52 +547,4 @@ fn cni_args(id: &str, cfg: &SandboxConfig) -> String {
         "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={id};K8S_POD_UID={}",
         cfg.namespace, cfg.name, cfg.uid
     )
-}
-
-/// The node's hostname (a host-network pod's).
-fn host_name() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-/// The pod's hostname: the configured one, else the pod name cut to the
-/// kernel's limit (63 bytes, as the kubelet does) without a trailing `-`
-/// or `.`.
-fn pod_hostname(cfg: &SandboxConfig) -> &str {
-    if !cfg.hostname.is_empty() {
-        return &cfg.hostname;
-    }
-    if cfg.name.is_empty() {
-        return "localhost";
-    }
-    let mut end = cfg.name.len().min(63);
-    while !cfg.name.is_char_boundary(end) {
-        end -= 1;
-    }
-    let cut = cfg.name[..end].trim_end_matches(['-', '.']);
-    if cut.is_empty() {
-        "localhost"
-    } else {
-        cut
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hostname_fits_the_kernel_limit() {
-        let mut cfg = SandboxConfig {
-            name: format!("{}-x", "a".repeat(62)),
-            ..Default::default()
-        };
-        assert_eq!(pod_hostname(&cfg), "a".repeat(62));
-        cfg.name = "web".into();
-        assert_eq!(pod_hostname(&cfg), "web");
-        cfg.hostname = "given".into();
-        assert_eq!(pod_hostname(&cfg), "given");
-    }
 }

@@ -126,11 +126,14 @@ pub fn build(
         mounts.push(json!({"destination": m.container_path, "type": "bind", "source": m.host_path, "options": opts}));
     }
     v["mounts"] = Value::Array(mounts);
-    let ns: Vec<Value> = ["pid", "ipc", "uts", "mount", "network"]
+    // A user namespace is only ever joined (the pod's, made by pause):
+    // none named means the host's. libcontainer joins it first.
+    let ns: Vec<Value> = ["user", "pid", "ipc", "uts", "mount", "network"]
         .iter()
         .filter_map(|kind| match cfg.namespaces.get(*kind) {
             Some(path) if path == "host" => None,
             Some(path) => Some(json!({"type": kind, "path": path})),
+            None if *kind == "user" => None,
             None => Some(json!({"type": kind})),
         })
         .collect();

@@ -46,6 +46,7 @@ pub fn run(a: ExecArgs) -> Result<(), String> {
     let text = std::fs::read(&a.process).map_err(|e| format!("{}: {e}", a.process.display()))?;
     let p: ExecProcess =
         serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", a.process.display()))?;
+    join_user_namespace(&a)?;
     // The exec'd process is forked as our child; orphans it leaves come to us.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -71,6 +72,35 @@ pub fn run(a: ExecArgs) -> Result<(), String> {
     };
     let data = serde_json::to_vec(&st).map_err(|e| e.to_string())?;
     write_atomic(&a.status, &data).map_err(|e| format!("{}: {e}", a.status.display()))
+}
+
+/// Enter the container's user namespace when it has one of its own (a
+/// pod's, `hostUsers: false`): libcontainer's tenant builder joins every
+/// namespace of the container but that one, and the process would run as
+/// the host's root. Joined here, before libcontainer forks, the process
+/// is the pod's root (an unprivileged host user) like the container's own.
+/// We keep our host user ID, so our files stay ours.
+fn join_user_namespace(a: &ExecArgs) -> Result<(), String> {
+    let dir = a.root.join(&a.id);
+    let c = libcontainer::container::Container::load(dir.clone())
+        .map_err(|e| format!("load {}: {e}", dir.display()))?;
+    let Some(pid) = c.pid() else {
+        return Err(format!("exec in {}: the container has no process", a.id));
+    };
+    let theirs = format!("/proc/{pid}/ns/user");
+    let same = match (
+        std::fs::read_link(&theirs),
+        std::fs::read_link("/proc/self/ns/user"),
+    ) {
+        (Ok(t), Ok(o)) => t == o,
+        (Err(e), _) | (_, Err(e)) => return Err(format!("exec in {}: {theirs}: {e}", a.id)),
+    };
+    if same {
+        return Ok(());
+    }
+    let ns = File::open(&theirs).map_err(|e| format!("exec in {}: {theirs}: {e}", a.id))?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| format!("exec in {}: joining {theirs}: {e}", a.id))
 }
 
 /// Start `p` in the container with the given stdio; its PID.

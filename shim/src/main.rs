@@ -8,6 +8,7 @@
 //! podctl-shim kill   --id ID --root DIR --signal N [--all]
 //! podctl-shim delete --id ID --root DIR [--force]
 //! podctl-shim pause  --dir DIR [--hostname NAME] [--namespaces network,ipc,uts,pid]
+//!                    [--uid-map C:H:L --gid-map C:H:L]   (a user namespace of its own)
 //! ```
 
 mod diag;
@@ -133,6 +134,10 @@ fn run(raw: &[String]) -> Result<(), String> {
                         .collect()
                 })
                 .unwrap_or_default(),
+            id_maps: match (a.values.get("uid-map"), a.values.get("gid-map")) {
+                (Some(u), Some(g)) => Some((u.replace(':', " "), g.replace(':', " "))),
+                _ => None,
+            },
         }),
         "start" => load(&a)?.start().map_err(|e| format!("start {}: {e}", id)),
         "kill" => {

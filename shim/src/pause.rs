@@ -19,6 +19,10 @@ pub struct PauseArgs {
     pub hostname: String,
     /// Namespaces to create: any of "network", "ipc", "uts", "pid".
     pub new_namespaces: Vec<String>,
+    /// A user namespace of the pod's own, created first (so it owns the
+    /// others), with these UID and GID maps (`/proc/<pid>/uid_map` lines),
+    /// written by the parent once the pause process has made it.
+    pub id_maps: Option<(String, String)>,
 }
 
 /// Fork the pause process; print its PID once its namespaces exist.
@@ -34,7 +38,19 @@ pub fn start(a: PauseArgs) -> Result<(), String> {
                 .map_err(|e| format!("reading from pause: {e}"))?;
             match line.strip_prefix("ok ") {
                 Some(pid) => {
-                    println!("{}", pid.trim());
+                    let pid = pid.trim();
+                    if let Some((uids, gids)) = &a.id_maps {
+                        if let Err(e) = write_id_maps(pid, uids, gids) {
+                            if let Ok(p) = pid.parse() {
+                                let _ = nix::sys::signal::kill(
+                                    Pid::from_raw(p),
+                                    nix::sys::signal::Signal::SIGKILL,
+                                );
+                            }
+                            return Err(e);
+                        }
+                    }
+                    println!("{pid}");
                     Ok(())
                 }
                 None if line.is_empty() => Err("pause died during setup".into()),
@@ -55,9 +71,23 @@ pub fn start(a: PauseArgs) -> Result<(), String> {
     }
 }
 
+/// Write the pod's user namespace maps; the pause process has made the
+/// namespace and waits for nothing (it needs no mapped ID to sleep).
+fn write_id_maps(pid: &str, uids: &str, gids: &str) -> Result<(), String> {
+    for (file, map) in [("uid_map", uids), ("gid_map", gids)] {
+        let p = format!("/proc/{pid}/{file}");
+        std::fs::write(&p, map.as_bytes()).map_err(|e| format!("writing {map:?} to {p}: {e}"))?;
+    }
+    Ok(())
+}
+
 fn setup(a: &PauseArgs) -> Result<(), String> {
     setsid().map_err(|e| format!("setsid: {e}"))?;
     let mut flags = CloneFlags::empty();
+    if a.id_maps.is_some() {
+        // The kernel makes the user namespace first, so it owns the rest.
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
     for ns in &a.new_namespaces {
         flags |= match ns.as_str() {
             "network" => CloneFlags::CLONE_NEWNET,

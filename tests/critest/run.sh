@@ -54,6 +54,9 @@ TESTBED=${TESTBED:-$repo/target/debug/podctl-testbed}
 
 WORK=${WORK:-$(mktemp -d /tmp/podctl-critest.XXXXXX)}
 mkdir -p "$WORK"
+# Pods with their own user namespace mount their rootfs (below WORK) as an
+# unprivileged host user: WORK must be searchable (mktemp makes it 0700).
+chmod o+x "$WORK"
 WORK=$(cd "$WORK" && pwd)
 sock=$WORK/podctl.sock
 testbed_pid=
