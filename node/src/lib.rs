@@ -24,6 +24,7 @@ pub mod resources;
 pub mod security;
 pub mod sources;
 pub mod status;
+pub mod userns;
 pub mod volumes;
 pub mod worker;
 

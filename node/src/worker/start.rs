@@ -41,6 +41,7 @@ impl<C: Cri> PodWorker<C> {
         let mut config =
             crate::convert::sandbox_config(&self.pod, &self.name, &self.ns, &self.uid, &log_dir)?;
         self.name_sandbox(&mut config)?;
+        crate::userns::apply(&self.pod, &mut config, &self.cfg.pods_root, &self.uid)?;
         let id = match self.existing_sandbox().await? {
             Some(id) => {
                 tracing::info!(pod = %self.full_name(), sandbox = %id, "adopting the running sandbox");
