@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use podctl_images::ImageRecord;
+use podctl_runtime::apparmor::AppArmor;
 use podctl_runtime::{ContainerConfig, Mount, Propagation, Resources, Seccomp, Security};
 
 use crate::error::{CriError, Result};
@@ -206,7 +207,44 @@ fn security_of(
             _ => Seccomp::Unconfined,
         },
     };
+    s.apparmor = apparmor_of(name, sc)?;
     Ok(s)
+}
+
+/// The AppArmor profile asked for: the `apparmor` field, else the
+/// deprecated `apparmor_profile` string. A named profile may come with or
+/// without its `localhost/` prefix.
+#[allow(deprecated)] // apparmor_profile: older kubelets still send it
+fn apparmor_of(name: &str, sc: &proto::LinuxContainerSecurityContext) -> Result<AppArmor> {
+    use proto::security_profile::ProfileType;
+    let localhost = |r: &str| AppArmor::Localhost(r.strip_prefix("localhost/").unwrap_or(r).into());
+    Ok(match &sc.apparmor {
+        Some(p) => match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::RuntimeDefault) => AppArmor::RuntimeDefault,
+            Ok(ProfileType::Unconfined) => AppArmor::Unconfined,
+            Ok(ProfileType::Localhost) => localhost(&p.localhost_ref),
+            Err(_) => {
+                return Err(CriError::invalid(
+                    format!("container {name} apparmor"),
+                    format!("unknown profile type {}", p.profile_type),
+                ))
+            }
+        },
+        None => match sc.apparmor_profile.as_str() {
+            "" => AppArmor::Unspecified,
+            "runtime/default" => AppArmor::RuntimeDefault,
+            "unconfined" => AppArmor::Unconfined,
+            p if p.starts_with("localhost/") => localhost(p),
+            other => {
+                return Err(CriError::invalid(
+                    format!("container {name} apparmor_profile"),
+                    format!(
+                        "{other:?} is none of runtime/default, unconfined, localhost/<profile>"
+                    ),
+                ))
+            }
+        },
+    })
 }
 
 /// `uid[:gid]`, `name[:gid]` from the security context, else the image's.

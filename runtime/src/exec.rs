@@ -103,6 +103,7 @@ impl Runtime {
             additional_gids: user.additional_gids().clone().unwrap_or_default(),
             seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
             rlimits: proc_.rlimits().clone().unwrap_or_default(),
+            apparmor: proc_.apparmor_profile().clone(),
         };
         let data = serde_json::to_vec(&p).map_err(|e| RuntimeError::Container {
             id: id.into(),

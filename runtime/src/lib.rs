@@ -84,6 +84,7 @@
 //! TTY containers, attach/port-forward and a control socket;
 //! AppArmor/SELinux; user namespaces.
 
+pub mod apparmor;
 mod cgroup;
 pub mod cni;
 mod config;

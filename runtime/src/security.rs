@@ -46,6 +46,8 @@ pub struct Security {
     pub oom_score_adj: Option<i32>,
     pub cpuset_cpus: String,
     pub cpuset_mems: String,
+    #[serde(default)]
+    pub apparmor: crate::apparmor::AppArmor,
 }
 
 /// Capability names by number (linux/capability.h).

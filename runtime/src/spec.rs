@@ -96,6 +96,9 @@ pub fn build(
     if let Some(score) = sec.oom_score_adj {
         v["process"]["oomScoreAdj"] = json!(security::oom_score(id, score));
     }
+    if let Some(p) = crate::apparmor::profile_for(id, &sec.apparmor, cfg.privileged)? {
+        v["process"]["apparmorProfile"] = json!(p);
+    }
     v["root"] = json!({"path": rootfs, "readonly": cfg.readonly_rootfs});
     // Only a container with a UTS namespace of its own (or its pod's) may
     // be given a hostname: in the host's it would rename the node.

@@ -134,6 +134,7 @@ fn spawn(
         .with_user(Some(p.uid))
         .with_group(Some(p.gid))
         .with_additional_gids(p.additional_gids.clone())
+        .with_apparmor(p.apparmor.clone())
         .with_detach(true)
         .build()
         .map_err(|e| format!("exec in {}: {e}", a.id))

@@ -102,6 +102,9 @@ pub struct ExecProcess {
     /// The container's rlimits, likewise not applied by the tenant builder.
     #[serde(default)]
     pub rlimits: Vec<oci_spec::runtime::PosixRlimit>,
+    /// The container's AppArmor profile, for the exec'd process too.
+    #[serde(default)]
+    pub apparmor: Option<String>,
 }
 
 /// What `podctl-shim exec` writes to `--status FILE` (JSON).

@@ -113,7 +113,7 @@ TMPDIR="$RUN" qemu-system-x86_64 \
 	-smp "$CPUS" -m "$MEM" \
 	-object memory-backend-memfd,id=mem,size="${MEM}M",share=on -numa node,memdev=mem \
 	-kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.img" \
-	-append "console=ttyS0 root=/dev/vda rw panic=-1 systemd.unified_cgroup_hierarchy=1 systemd.show_status=auto" \
+	-append "console=ttyS0 root=/dev/vda rw panic=-1 systemd.unified_cgroup_hierarchy=1 systemd.show_status=auto apparmor=1 security=apparmor" \
 	-drive file="$CACHE/rootfs.raw",format=raw,if=virtio,snapshot=on,cache=unsafe \
 	-chardev socket,id=vfs-host,path="$RUN/host.sock" \
 	-device vhost-user-fs-pci,chardev=vfs-host,tag=host \

@@ -26,7 +26,7 @@ exe() { # package:test -> the test's executable
 	[ -n "$e" ] || { echo "test.sh: no executable for test $1" >&2; exit 1; }
 	echo "$e"
 }
-for t in podctl-cri:systemd_node podctl-cri:packaged_service podctl-cri:crash podctl-tests:supervisor_loss podctl-cri:kubelet_systemd; do
+for t in podctl-cri:systemd_node podctl-cri:packaged_service podctl-cri:crash podctl-tests:supervisor_loss podctl-cri:kubelet_systemd podctl-cri:apparmor; do
 	e=$(exe "$t")
 	bins+=("$e")
 done
