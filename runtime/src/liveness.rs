@@ -1,6 +1,8 @@
 //! Whether a process is still running, as status and list calls ask of
 //! every container and sandbox.
 
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+
 /// Whether a process exists and is not a zombie.
 pub(crate) fn process_alive(pid: i32) -> bool {
     match pidfd_exited(pid) {
@@ -14,28 +16,35 @@ pub(crate) fn process_alive(pid: i32) -> bool {
 /// several times more (a status or list call asks this of every
 /// container). `None` when pidfds are unavailable.
 fn pidfd_exited(pid: i32) -> Option<bool> {
-    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    match open_pidfd(pid) {
+        Ok(fd) => has_exited(fd.as_fd()),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Some(true),
+        Err(_) => None,
+    }
+}
+
+/// A pidfd of `pid`: its process, or its zombie, until it is reaped
+/// (`ESRCH` once there is no such process).
+pub(crate) fn open_pidfd(pid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a PID and flags and returns a new file
     // descriptor or -1; it touches no memory of ours.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
-        return match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::ESRCH) => Some(true),
-            _ => None,
-        };
+        return Err(std::io::Error::last_os_error());
     }
-    let fd = i32::try_from(fd).ok()?;
+    let fd = i32::try_from(fd).map_err(std::io::Error::other)?;
     // SAFETY: the kernel just returned this descriptor to us; nothing else
     // owns it, and the OwnedFd closes it once.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut fds = [nix::poll::PollFd::new(
-        fd.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
-        Ok(n) => Some(n > 0),
-        Err(_) => None,
-    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether the process of a pidfd has ended (a zombie counts), by a poll
+/// that does not wait; `None` when the poll fails.
+pub(crate) fn has_exited(fd: BorrowedFd<'_>) -> Option<bool> {
+    let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO)
+        .ok()
+        .map(|n| n > 0)
 }
 
 /// The same from /proc/<pid>/stat: present and not a zombie.
@@ -69,6 +78,8 @@ mod tests {
         assert!(process_alive(pid));
         assert_eq!(pidfd_exited(pid), Some(false));
         assert!(proc_stat_alive(pid));
+        let fd = open_pidfd(pid).unwrap_or_else(|e| panic!("pidfd_open: {e}"));
+        assert_eq!(has_exited(fd.as_fd()), Some(false));
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
             .unwrap_or_else(|e| panic!("kill: {e}"));
         // A zombie until reaped: wait for the kernel to mark it.
@@ -79,6 +90,7 @@ mod tests {
         assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
         assert!(!process_alive(pid));
         assert_eq!(pidfd_exited(pid), Some(true));
+        assert_eq!(has_exited(fd.as_fd()), Some(true));
         child.wait().unwrap_or_else(|e| panic!("wait: {e}"));
         assert!(!process_alive(pid));
     }

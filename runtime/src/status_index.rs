@@ -9,11 +9,12 @@
 //! files directly, and inotify instances are a limited resource per user.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::dir_watch::DirWatch;
+use crate::liveness::{has_exited, open_pidfd};
 
 /// How a directory holds its objects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,7 +244,7 @@ impl<T: Clone> Indexed<T> {
                 e.fresh = true;
                 match pid {
                     Some(p) if e.process.as_ref().is_some_and(|(q, _)| *q == p) => {}
-                    Some(p) => match pidfd(p) {
+                    Some(p) => match live_pidfd(p) {
                         Some(fd) => e.process = Some((p, fd)),
                         // Gone already (or no pidfds): read it next time.
                         None => {
@@ -265,27 +266,10 @@ impl<T: Clone> Indexed<T> {
 }
 
 /// A pidfd of `pid`, if it still runs.
-fn pidfd(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a PID and flags and returns a new file
-    // descriptor or -1; it touches no memory of ours.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: the kernel just returned this descriptor to us; nothing else
-    // owns it, and the OwnedFd closes it once.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    (!ended(&fd)).then_some(fd)
-}
-
-/// Whether the process of a pidfd has ended (a zombie counts).
-fn ended(fd: &OwnedFd) -> bool {
-    let mut fds = [nix::poll::PollFd::new(
-        fd.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
-        Ok(n) => n > 0,
-        Err(_) => true,
-    }
+fn live_pidfd(pid: i32) -> Option<OwnedFd> {
+    let fd = open_pidfd(pid).ok()?;
+    // A failed poll counts as ended: the object is read again next time.
+    (!has_exited(fd.as_fd()).unwrap_or(true)).then_some(fd)
 }
 
 #[cfg(test)]
