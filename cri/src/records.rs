@@ -42,23 +42,6 @@ pub struct ContainerRecord {
     pub image_volumes: Vec<ImageVolume>,
 }
 
-/// A record's ID.
-trait Identified {
-    fn id(&self) -> &str;
-}
-
-impl Identified for SandboxRecord {
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
-
-impl Identified for ContainerRecord {
-    fn id(&self) -> &str {
-        &self.id
-    }
-}
-
 /// The record directories, and the records last read from them.
 #[derive(Clone, Debug)]
 pub struct Records {
@@ -193,22 +176,24 @@ impl Records {
         self.path(kind, id).is_ok_and(|p| p.exists())
     }
 
-    fn list<T: DeserializeOwned + Clone + Identified>(
+    fn list<T: DeserializeOwned + Clone>(
         &self,
         kind: &'static str,
         cache: &Cache<T>,
         index: &StatusIndex<Arc<T>>,
     ) -> Vec<Arc<T>> {
-        let indexed = index.list(|id| match self.read(kind, id, cache) {
-            Ok(r) => Some((Arc::new(r), None)),
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping CRI record");
-                None
-            }
-        });
+        let indexed = index.list(
+            |id| match self.read(kind, id, cache) {
+                Ok(r) => Some((Arc::new(r), None)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping CRI record");
+                    None
+                }
+            },
+            // Records another process removed leave the cache here.
+            |id| cache.forget(id),
+        );
         if let Some(all) = indexed {
-            let ids: std::collections::HashSet<&str> = all.iter().map(|r| r.id()).collect();
-            cache.retain(|id| ids.contains(id));
             return all;
         }
         let ids: std::collections::HashSet<String> = self.ids(kind).into_iter().collect();
@@ -330,6 +315,32 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.mounts[0].image_sub_path, "");
         assert!(c.mounts[0].image.is_none());
+    }
+
+    /// A record another process removed leaves the parse cache at the
+    /// next list (the index reports it gone): the same bytes written again
+    /// are parsed again, not answered from the cache.
+    #[test]
+    fn a_record_removed_behind_the_index_leaves_the_cache() {
+        let state = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let r = super::Records::open(state.path()).unwrap_or_else(|e| panic!("{e}"));
+        r.watch();
+        let rec = super::SandboxRecord {
+            id: "abc".into(),
+            config: Default::default(),
+            runtime_handler: String::new(),
+        };
+        r.put_sandbox(&rec).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.sandboxes().len(), 1);
+        let p = state.path().join("cri/sandboxes/abc.json");
+        let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::remove_file(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.sandboxes().is_empty());
+        std::fs::write(&p, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        let again =
+            r.sandbox_cache
+                .read("abc", &p, |_| Err("parsed".to_string()), |e| e.to_string());
+        assert_eq!(again.err().as_deref(), Some("parsed"), "kept in the cache");
     }
 
     #[test]

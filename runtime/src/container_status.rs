@@ -80,18 +80,17 @@ impl Runtime {
 
     /// All containers this state directory knows, oldest first.
     pub fn list_containers(&self) -> Result<Vec<ContainerStatus>> {
-        let indexed = self.container_index.list(|id| {
+        // A live container changes when its process ends.
+        let compute = |id: &str| {
             let st = self.container_status(id).ok()?;
-            // A live container changes when its process ends.
             let pid = st.pid.filter(|_| st.state == ContainerState::Running);
             Some((st, pid))
-        });
-        if let Some(all) = indexed {
-            let ids: std::collections::HashSet<&str> = all.iter().map(|s| s.id.as_str()).collect();
-            self.metas.retain(|id| ids.contains(id));
-            let mut out = all;
-            out.sort_by_key(|s| s.created_at_ns);
-            return Ok(out);
+        };
+        // Containers another process removed leave the cache here.
+        let removed = |id: &str| self.metas.forget(id);
+        if let Some(mut all) = self.container_index.list(compute, removed) {
+            all.sort_by_key(|s| s.created_at_ns);
+            return Ok(all);
         }
         let d = self.cfg.state_dir.join("containers");
         let mut out = Vec::new();

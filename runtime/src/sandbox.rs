@@ -500,18 +500,17 @@ impl Runtime {
 
     /// All sandboxes, oldest first.
     pub fn list_sandboxes(&self) -> Result<Vec<SandboxStatus>> {
-        let indexed = self.sandbox_index.list(|id| {
+        // A ready sandbox changes when its pause process ends.
+        let compute = |id: &str| {
             let st = self.sandbox_status(id).ok()?;
-            // A ready sandbox changes when its pause process ends.
             let pid = st.pid.filter(|_| st.state == SandboxState::Ready);
             Some((st, pid))
-        });
-        if let Some(all) = indexed {
-            let ids: std::collections::HashSet<&str> = all.iter().map(|s| s.id.as_str()).collect();
-            self.sandbox_metas.retain(|id| ids.contains(id));
-            let mut out = all;
-            out.sort_by_key(|s| s.created_at_ns);
-            return Ok(out);
+        };
+        // Sandboxes another process removed leave the cache here.
+        let removed = |id: &str| self.sandbox_metas.forget(id);
+        if let Some(mut all) = self.sandbox_index.list(compute, removed) {
+            all.sort_by_key(|s| s.created_at_ns);
+            return Ok(all);
         }
         let d = self.cfg.state_dir.join("sandboxes");
         let mut out = Vec::new();

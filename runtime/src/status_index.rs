@@ -94,11 +94,17 @@ impl<T: Clone> StatusIndex<T> {
     }
 
     /// Every object's value (unordered), `compute` called for those that
-    /// changed; `None` when the index is off.
-    pub fn list(&self, compute: impl Fn(&str) -> Computed<T>) -> Option<Vec<T>> {
+    /// changed and `on_removed` for each object gone since the last call
+    /// (once: to drop what the caller keeps of it); `None` when the index
+    /// is off.
+    pub fn list(
+        &self,
+        compute: impl Fn(&str) -> Computed<T>,
+        mut on_removed: impl FnMut(&str),
+    ) -> Option<Vec<T>> {
         let mut g = self.lock();
         let ix = g.as_mut()?;
-        ix.refresh(&compute);
+        ix.refresh(&compute, &mut on_removed);
         Some(
             ix.entries
                 .values()
@@ -139,10 +145,14 @@ impl<T: Clone> Indexed<T> {
         }
     }
 
-    fn refresh(&mut self, compute: &impl Fn(&str) -> Computed<T>) {
+    fn refresh(
+        &mut self,
+        compute: &impl Fn(&str) -> Computed<T>,
+        on_removed: &mut impl FnMut(&str),
+    ) {
         self.take_changes();
         if !self.listed {
-            self.relist();
+            self.relist(on_removed);
         }
         self.poll_processes();
         let stale: Vec<String> = self
@@ -158,8 +168,8 @@ impl<T: Clone> Indexed<T> {
 
     /// Match the entries to the directory: new ones watched (before they
     /// are first read, so that no later change is missed), gone ones
-    /// dropped.
-    fn relist(&mut self) {
+    /// dropped and reported to `on_removed`.
+    fn relist(&mut self, on_removed: &mut impl FnMut(&str)) {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return;
         };
@@ -179,6 +189,7 @@ impl<T: Clone> Indexed<T> {
         for id in gone {
             self.entries.remove(&id);
             self.watch.unwatch(&id);
+            on_removed(&id);
         }
         for id in now {
             if self.entries.contains_key(&id) {
@@ -305,7 +316,8 @@ mod tests {
 
     /// Unchanged objects are not read again; a change inside one, an
     /// object added or removed, and the end of an object's process are
-    /// each seen at the next list, and only those are read.
+    /// each seen at the next list, and only those are read. A removed
+    /// object is reported once.
     #[test]
     fn reads_only_what_changed() {
         let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -316,14 +328,21 @@ mod tests {
         }
         let ix: StatusIndex<String> = StatusIndex::default();
         let calls = AtomicUsize::new(0);
-        assert!(ix.list(compute(p, &calls)).is_none(), "on before enable");
+        assert!(
+            ix.list(compute(p, &calls), |_| {}).is_none(),
+            "on before enable"
+        );
         ix.enable(p, Layout::Dirs);
         let f = compute(p, &calls);
+        // What the index reported removed: what a caller drops from its
+        // caches.
+        let removed = std::cell::RefCell::new(Vec::<String>::new());
+        let gone = |id: &str| removed.borrow_mut().push(id.to_string());
         calls.store(0, Ordering::SeqCst);
         let want = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-        assert_eq!(sorted(ix.list(&f)), want(&["a", "b"]));
+        assert_eq!(sorted(ix.list(&f, &gone)), want(&["a", "b"]));
         assert_eq!(calls.swap(0, Ordering::SeqCst), 2);
-        assert_eq!(sorted(ix.list(&f)), want(&["a", "b"]));
+        assert_eq!(sorted(ix.list(&f, &gone)), want(&["a", "b"]));
         assert_eq!(
             calls.swap(0, Ordering::SeqCst),
             0,
@@ -334,15 +353,17 @@ mod tests {
         write(&p.join("b").join("v.tmp"), "b2");
         std::fs::rename(p.join("b").join("v.tmp"), p.join("b").join("v"))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(sorted(ix.list(&f)), want(&["a", "b2"]));
+        assert_eq!(sorted(ix.list(&f, &gone)), want(&["a", "b2"]));
         assert_eq!(calls.swap(0, Ordering::SeqCst), 1);
 
         // One added (its content written after it appeared), one removed.
         std::fs::create_dir(p.join("c")).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(sorted(ix.list(&f)), want(&["a", "b2"]));
+        assert_eq!(sorted(ix.list(&f, &gone)), want(&["a", "b2"]));
         write(&p.join("c").join("v"), "c");
+        assert!(removed.borrow().is_empty(), "{:?}", removed.borrow());
         std::fs::remove_dir_all(p.join("a")).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(sorted(ix.list(&f)), want(&["b2", "c"]));
+        assert_eq!(sorted(ix.list(&f, &gone)), want(&["b2", "c"]));
+        assert_eq!(*removed.borrow(), want(&["a"]));
         calls.store(0, Ordering::SeqCst);
 
         // A live process: its end alone makes the object read again.
@@ -351,18 +372,19 @@ mod tests {
             .spawn()
             .unwrap_or_else(|e| panic!("sleep: {e}"));
         write(&p.join("c").join("pid"), &child.id().to_string());
-        ix.list(&f);
+        ix.list(&f, &gone);
         assert_eq!(calls.swap(0, Ordering::SeqCst), 1);
-        ix.list(&f);
+        ix.list(&f, &gone);
         assert_eq!(calls.swap(0, Ordering::SeqCst), 0);
         child.kill().unwrap_or_else(|e| panic!("{e}"));
         let _ = child.wait();
-        ix.list(&f);
+        ix.list(&f, &gone);
         assert_eq!(
             calls.swap(0, Ordering::SeqCst),
             1,
             "an ended process went unseen"
         );
+        assert_eq!(*removed.borrow(), want(&["a"]), "a removal reported twice");
     }
 
     /// A directory of `<id>.json` files: a file replaced by rename is read
@@ -381,11 +403,17 @@ mod tests {
                 .ok()
                 .map(|v| (v, None))
         };
-        assert_eq!(sorted(ix.list(f)), vec!["1".to_string()]);
+        assert_eq!(
+            sorted(ix.list(f, |id| panic!("{id} reported removed"))),
+            vec!["1".to_string()]
+        );
         write(&p.join("x.json.1.tmp"), "2");
         std::fs::rename(p.join("x.json.1.tmp"), p.join("x.json")).unwrap_or_else(|e| panic!("{e}"));
         calls.store(0, Ordering::SeqCst);
-        assert_eq!(sorted(ix.list(f)), vec!["2".to_string()]);
+        assert_eq!(
+            sorted(ix.list(f, |id| panic!("{id} reported removed"))),
+            vec!["2".to_string()]
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }
