@@ -60,6 +60,21 @@ impl Runtime {
     /// and working directory; capture its output; kill it after `timeout`
     /// (zero means no timeout).
     pub fn exec_sync(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult> {
+        self.check_exec(id, cmd)?;
+        let tag = &crate::container::new_id()?[..16];
+        let dir = self.dir(id);
+        let proc_path = dir.join(format!("exec-{tag}.json"));
+        let status_path = dir.join(format!("exec-{tag}.status"));
+        self.write_process(id, cmd, &proc_path)?;
+        let res = self.run_exec(id, &proc_path, &status_path, timeout);
+        let _ = std::fs::remove_file(&proc_path);
+        let _ = std::fs::remove_file(&status_path);
+        res
+    }
+
+    /// Refuse an exec into a container that is not running (saying how it
+    /// ended, see [`not_running`]) or of an empty command.
+    fn check_exec(&self, id: &str, cmd: &[String]) -> Result<()> {
         let st = self.container_status(id)?;
         if st.state != ContainerState::Running {
             return Err(RuntimeError::Container {
@@ -73,15 +88,7 @@ impl Runtime {
                 reason: "exec: empty command".into(),
             });
         }
-        let tag = &crate::container::new_id()?[..16];
-        let dir = self.dir(id);
-        let proc_path = dir.join(format!("exec-{tag}.json"));
-        let status_path = dir.join(format!("exec-{tag}.status"));
-        self.write_process(id, cmd, &proc_path)?;
-        let res = self.run_exec(id, &proc_path, &status_path, timeout);
-        let _ = std::fs::remove_file(&proc_path);
-        let _ = std::fs::remove_file(&status_path);
-        res
+        Ok(())
     }
 
     /// The exec'd process as the container's own runs: same user, groups,
@@ -123,19 +130,7 @@ impl Runtime {
         stdin: bool,
         tty: bool,
     ) -> Result<PreparedExec> {
-        let st = self.container_status(id)?;
-        if st.state != ContainerState::Running {
-            return Err(RuntimeError::Container {
-                id: id.into(),
-                reason: not_running(&st),
-            });
-        }
-        if cmd.is_empty() {
-            return Err(RuntimeError::Container {
-                id: id.into(),
-                reason: "exec: empty command".into(),
-            });
-        }
+        self.check_exec(id, cmd)?;
         let tag = &crate::container::new_id()?[..16];
         let dir = self.dir(id);
         let process = dir.join(format!("exec-{tag}.json"));
