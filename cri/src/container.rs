@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use podctl_runtime::{ContainerState, ContainerStatus};
 
+use crate::container_filter;
 use crate::error::{CriError, Result};
 use crate::image_volume;
 use crate::proto;
 use crate::records::ContainerRecord;
-use crate::sandbox::{is_full_id, labels_match, resolve};
+use crate::sandbox::{is_full_id, resolve};
 use crate::service::CriService;
 use crate::spec::runtime_container;
 
@@ -327,16 +328,10 @@ impl CriService {
             // Filtered before anything is built: a kubelet's relist asks
             // for one pod's or one state's containers among hundreds.
             if let Some(f) = &filter {
-                if !f.id.is_empty() && !rec.id.starts_with(&f.id) {
-                    continue;
-                }
-                if !f.pod_sandbox_id.is_empty() && !rec.sandbox_id.starts_with(&f.pod_sandbox_id) {
+                if !container_filter::matches(&rec, f.into()) {
                     continue;
                 }
                 if f.state.as_ref().is_some_and(|v| v.state != state) {
-                    continue;
-                }
-                if !labels_match(&f.label_selector, &rec.config.labels) {
                     continue;
                 }
             }

@@ -14,6 +14,7 @@ mod cni_template;
 mod collect;
 mod config;
 mod container;
+mod container_filter;
 mod error;
 mod image_service;
 mod image_volume;

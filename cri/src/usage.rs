@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use podctl_runtime::SandboxState;
 
+use crate::container_filter;
 use crate::error::Result;
 use crate::proto;
 use crate::records::ContainerRecord;
@@ -115,13 +116,7 @@ impl CriService {
                 continue;
             };
             if let Some(f) = &filter {
-                if !f.id.is_empty() && !rec.id.starts_with(&f.id) {
-                    continue;
-                }
-                if !f.pod_sandbox_id.is_empty() && !rec.sandbox_id.starts_with(&f.pod_sandbox_id) {
-                    continue;
-                }
-                if !labels_match(&f.label_selector, &rec.config.labels) {
+                if !container_filter::matches(&rec, f.into()) {
                     continue;
                 }
             }
