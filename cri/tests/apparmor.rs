@@ -32,7 +32,7 @@ fn load_test_profile() {
          }}\n"
     );
     let mut child = ok(Command::new("apparmor_parser")
-        .args(["-r", "-W"])
+        .args(["-r"])
         .stdin(Stdio::piped())
         .spawn());
     if let Some(mut i) = child.stdin.take() {

@@ -97,9 +97,9 @@ fn load_default(id: &str) -> Result<()> {
     };
     let parser = parser().ok_or_else(|| fail("no apparmor_parser".into()))?;
     // -r replaces a profile loaded meanwhile by another process; -K keeps
-    // the kernel's cache out of it; -W writes nothing to disk.
+    // the parser's cache out of it (nothing read from or written to disk).
     let mut child = Command::new(&parser)
-        .args(["-Kr", "-W"])
+        .args(["-Kr"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
