@@ -81,8 +81,7 @@
 //!
 //! # Not (yet) done
 //!
-//! TTY containers, attach/port-forward and a control socket;
-//! AppArmor/SELinux; user namespaces.
+//! A control socket; SELinux.
 
 pub mod apparmor;
 mod cgroup;
