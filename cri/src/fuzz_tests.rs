@@ -109,3 +109,66 @@ fn fuzz_cri_requests() {
         }
     });
 }
+
+/// A WebSocket client's bytes (frames, masked or not, of any opcode and
+/// length; Kubernetes' channel bytes inside) into an exec served over the
+/// v5 channel protocol (the process echoes its stdin): the session ends
+/// when the bytes do, never a panic or a hang.
+#[test]
+fn fuzz_websocket_frames() {
+    use crate::stream::remotecommand::Want;
+    use crate::stream::websocket::serve_remotecommand;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::WebSocketStream;
+
+    let tokens: &[&[u8]] = &[
+        b"\x82\x80\x00\x00\x00\x00",
+        b"\x82\x81\x00\x00\x00\x00\x00",
+        b"\x88\x80\x00\x00\x00\x00",
+        b"\x89\x80\x00\x00\x00\x00",
+        b"\x02\x81\x01\x02\x03\x04",
+        b"\x80\x81\x01\x02\x03\x04",
+        b"\x82\xfe\x00\x10",
+        b"\xff",
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    fuzz::run("websocket_frames", 5_000, tokens, |b| {
+        rt.block_on(async {
+            let (mut client, server) = tokio::io::duplex(1 << 16);
+            let input = b.to_vec();
+            let peer = tokio::spawn(async move {
+                let _ = client.write_all(&input).await;
+                let _ = client.shutdown().await;
+                let mut sink = Vec::new();
+                let _ = client.read_to_end(&mut sink).await;
+            });
+            let ws = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+            let want = Want {
+                stdin: true,
+                stdout: true,
+                stderr: true,
+                tty: false,
+            };
+            let session = serve_remotecommand(ws, "v5.channel.k8s.io", want, |io| {
+                Box::pin(async move {
+                    let mut got = Vec::new();
+                    if let Some(mut r) = io.stdin {
+                        let _ = r.read_to_end(&mut got).await;
+                    }
+                    if let Some(mut w) = io.stdout {
+                        let _ = w.write_all(&got).await;
+                    }
+                    Ok(0)
+                })
+            });
+            tokio::time::timeout(std::time::Duration::from_secs(10), session)
+                .await
+                .unwrap_or_else(|_| panic!("the session outlived its client's bytes"));
+            let _ = peer.await;
+        });
+    });
+}

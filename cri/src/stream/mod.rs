@@ -6,10 +6,10 @@
 pub mod backend;
 mod http;
 mod portforward;
-mod remotecommand;
+pub(crate) mod remotecommand;
 pub mod spdy;
 mod token;
-mod websocket;
+pub(crate) mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
