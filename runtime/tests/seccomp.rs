@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use podctl_runtime::{ContainerConfig, ContainerState, Runtime, Seccomp, Security};
-use podctl_tests::critest_images::{nginx_conf, shared_libs, NGINX_INDEX, NSSWITCH};
+use podctl_tests::critest_images::{nginx_conf, NGINX_INDEX, NSSWITCH};
 
 const EPERM: i32 = libc::EPERM;
 const ENOSYS: i32 = libc::ENOSYS;
@@ -371,21 +371,6 @@ fn busybox_scripts_run_unchanged_under_the_default_profile() {
     let (code, out, err) = run(&rt, cfg);
     assert_eq!(code, Some(0), "{out:?} {err:?}");
     assert_eq!(out, want);
-}
-
-/// Copy a host binary and the libraries it loads into `root`.
-fn host_binary(root: &Path, bin: &str) {
-    let libs = ok(shared_libs(bin), "ldd");
-    for f in std::iter::once(bin.to_string()).chain(libs) {
-        let dest = root.join(f.trim_start_matches('/'));
-        if dest.exists() {
-            continue;
-        }
-        if let Some(p) = dest.parent() {
-            ok(std::fs::create_dir_all(p), "mkdir");
-        }
-        ok(std::fs::copy(&f, &dest), "copy");
-    }
 }
 
 #[test]

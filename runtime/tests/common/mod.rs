@@ -275,3 +275,18 @@ pub fn ppid_sid(pid: i32) -> (i32, i32) {
     let n = |i: usize| f.get(i).and_then(|s| s.parse().ok()).unwrap_or(0);
     (n(1), n(3))
 }
+
+/// Copy a host binary and the libraries it loads into `root`.
+pub fn host_binary(root: &Path, bin: &str) {
+    let libs = ok(podctl_tests::critest_images::shared_libs(bin), "ldd");
+    for f in std::iter::once(bin.to_string()).chain(libs) {
+        let dest = root.join(f.trim_start_matches('/'));
+        if dest.exists() {
+            continue;
+        }
+        if let Some(p) = dest.parent() {
+            ok(std::fs::create_dir_all(p), "mkdir");
+        }
+        ok(std::fs::copy(&f, &dest), "copy");
+    }
+}
