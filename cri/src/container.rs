@@ -401,7 +401,6 @@ impl CriService {
     }
 }
 
-/// CRI status from the CRI record and the runtime's status.
 /// The CRI state of a runtime state.
 fn state_of(st: &ContainerStatus) -> proto::ContainerState {
     match st.state {
@@ -412,6 +411,7 @@ fn state_of(st: &ContainerStatus) -> proto::ContainerState {
     }
 }
 
+/// CRI status from the CRI record and the runtime's status.
 pub(crate) fn status_of(rec: &ContainerRecord, st: &ContainerStatus) -> proto::ContainerStatus {
     let c = &rec.config;
     let state = state_of(st);

@@ -1,13 +1,14 @@
-//! The checks ListContainers and ListContainerStats make alike of a
-//! container record: their filters (`ContainerFilter`,
-//! `ContainerStatsFilter`) share these fields. ListContainers' state
-//! filter is about the runtime's status, not the record, and stays there.
+//! The checks list calls make alike of a record: ListContainers and
+//! ListContainerStats of a container's (`ContainerFilter`,
+//! `ContainerStatsFilter` share these fields), ListPodSandbox and
+//! ListPodSandboxStats of a sandbox's. State filters are about the
+//! runtime's status, not the record, and stay with the calls.
 
 use std::collections::HashMap;
 
 use crate::proto;
 use crate::records::ContainerRecord;
-use crate::sandbox::labels_match;
+use crate::records::SandboxRecord;
 
 /// The record fields a container filter asks about.
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +46,24 @@ pub(crate) fn matches(rec: &ContainerRecord, f: RecordFilter<'_>) -> bool {
     (f.id.is_empty() || rec.id.starts_with(f.id))
         && (f.pod_sandbox_id.is_empty() || rec.sandbox_id.starts_with(f.pod_sandbox_id))
         && labels_match(f.label_selector, &rec.config.labels)
+}
+
+/// Whether sandbox `rec` passes an ID prefix (empty: any) and a label
+/// selector.
+pub(crate) fn sandbox_matches(
+    rec: &SandboxRecord,
+    id: &str,
+    label_selector: &HashMap<String, String>,
+) -> bool {
+    (id.is_empty() || rec.id.starts_with(id)) && labels_match(label_selector, &rec.config.labels)
+}
+
+/// Whether `labels` has every key of `sel` with its value.
+fn labels_match(
+    sel: &HashMap<String, String>,
+    labels: &HashMap<String, String>,
+) -> bool {
+    sel.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use podctl_runtime::{DnsConfig, PortMapping, SandboxConfig, SandboxState, SandboxStatus};
 
+use crate::container_filter::sandbox_matches;
 use crate::error::{CriError, Result};
 use crate::proto;
 use crate::records::SandboxRecord;
@@ -239,13 +240,9 @@ impl CriService {
             let state = state_of(st) as i32;
             // Filtered before anything is built.
             if let Some(f) = &filter {
-                if !f.id.is_empty() && !rec.id.starts_with(&f.id) {
-                    continue;
-                }
-                if f.state.as_ref().is_some_and(|v| v.state != state) {
-                    continue;
-                }
-                if !labels_match(&f.label_selector, &rec.config.labels) {
+                if !sandbox_matches(rec.as_ref(), &f.id, &f.label_selector)
+                    || f.state.as_ref().is_some_and(|v| v.state != state)
+                {
                     continue;
                 }
             }
@@ -265,19 +262,12 @@ impl CriService {
     }
 }
 
-pub(crate) fn labels_match(
-    sel: &HashMap<String, String>,
-    labels: &HashMap<String, String>,
-) -> bool {
-    sel.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
-
-/// A full ID, or the one ID that starts with `id`.
 /// A whole ID (64 hex digits), which names a record without a listing.
 pub(crate) fn is_full_id(id: &str) -> bool {
     id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// A full ID, or the one ID that starts with `id`.
 pub(crate) fn resolve(
     kind: &'static str,
     id: &str,

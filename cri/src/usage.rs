@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use podctl_runtime::SandboxState;
 
 use crate::container_filter;
+use crate::container_filter::sandbox_matches;
 use crate::error::Result;
 use crate::proto;
 use crate::records::ContainerRecord;
-use crate::sandbox::labels_match;
 use crate::service::CriService;
 use crate::stats::{self, CgroupSample};
 
@@ -210,10 +210,7 @@ impl CriService {
         let mut out = Vec::new();
         for rec in self.inner.records.sandboxes() {
             if let Some(f) = &filter {
-                if !f.id.is_empty() && !rec.id.starts_with(&f.id) {
-                    continue;
-                }
-                if !labels_match(&f.label_selector, &rec.config.labels) {
+                if !sandbox_matches(rec.as_ref(), &f.id, &f.label_selector) {
                     continue;
                 }
             }
