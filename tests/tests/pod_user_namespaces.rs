@@ -2,7 +2,8 @@
 //! 65536 host IDs of its own (kept in its pod directory, freed with it),
 //! its containers' root is the block's first ID on the host, and the
 //! image's files and the pod's volumes are root's inside through
-//! idmapped mounts; a pod without it stays in the host's user namespace.
+//! idmapped mounts (emptyDir, ConfigMap, Secret); a pod without it stays
+//! in the host's user namespace.
 
 mod common;
 
@@ -16,6 +17,16 @@ fn pod(name: &str, busybox: &str, host_users: Option<bool>) -> String {
         .unwrap_or_default();
     format!(
         r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: {name}-settings}}
+data: {{greeting: hello}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: {name}-creds}}
+stringData: {{password: s3cret}}
+---
+apiVersion: v1
 kind: Pod
 metadata: {{name: {name}}}
 spec:
@@ -26,9 +37,15 @@ spec:
     command: [sleep, '1000']
     volumeMounts:
     - {{name: data, mountPath: /data}}
+    - {{name: settings, mountPath: /settings}}
+    - {{name: creds, mountPath: /creds}}
   volumes:
   - name: data
     emptyDir: {{}}
+  - name: settings
+    configMap: {{name: {name}-settings}}
+  - name: creds
+    secret: {{secretName: {name}-creds, defaultMode: 0400}}
 "#
     )
 }
@@ -63,19 +80,23 @@ fn host_users_false_gives_each_pod_its_own_id_range() {
     assert_ne!(a[1], b[1], "two pods share a range");
     assert_eq!(uid_map(&env, "plain"), vec![0, 0, 4294967295]);
 
-    // Inside: root, owning the image's files, its /etc files and its
-    // emptyDir, which it can write.
+    // Inside: root, owning the image's files, its /etc files, its
+    // emptyDir (which it can write) and its ConfigMap and Secret (the
+    // Secret's file readable by its owner only: by it).
     let (ok, out, err) = env.podctl(&[
         "exec",
         "mapped",
         "--",
         "sh",
         "-c",
-        "id -u; echo hi > /data/f && stat -c '%n %u' / /bin/sh /etc/hosts /data /data/f",
+        "id -u; echo hi > /data/f && stat -c '%n %u' / /bin/sh /etc/hosts /data /data/f \
+         /settings/greeting /creds/password; cat /settings/greeting /creds/password",
     ]);
     assert!(ok, "{out}{err}");
     assert_eq!(
-        out, "0\n/ 0\n/bin/sh 0\n/etc/hosts 0\n/data 0\n/data/f 0\n",
+        out,
+        "0\n/ 0\n/bin/sh 0\n/etc/hosts 0\n/data 0\n/data/f 0\n\
+         /settings/greeting 0\n/creds/password 0\nhellos3cret",
         "{err}"
     );
 
