@@ -59,10 +59,7 @@ pub(crate) fn sandbox_matches(
 }
 
 /// Whether `labels` has every key of `sel` with its value.
-fn labels_match(
-    sel: &HashMap<String, String>,
-    labels: &HashMap<String, String>,
-) -> bool {
+fn labels_match(sel: &HashMap<String, String>, labels: &HashMap<String, String>) -> bool {
     sel.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
