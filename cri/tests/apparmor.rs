@@ -11,14 +11,13 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::{
-    block_on, channel, container_config, ok, pull, registry_and_daemon, run_sandbox,
-    sandbox_config, wait_state,
+    block_on, channel, container_config, exec_sh, ok, pull, registry_and_daemon, run_container,
+    run_sandbox, sandbox_config,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
 use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
 use podctl_runtime::apparmor::{host_supports, DEFAULT_PROFILE};
-use tonic::transport::Channel;
 
 const DENY_TMP: &str = "podctl-test-deny-tmp-write";
 
@@ -101,15 +100,14 @@ fn containers_run_under_the_profile_they_ask_for() {
                 }),
                 ..Default::default()
             });
-            let id = start(&mut rt, &sb, &pod, c).await;
+            let id = run_container(&mut rt, &sb, &pod, c).await;
             let log = common::read_log(
                 &logs.join(format!("{name}/0.log")).display().to_string(),
                 "done",
             );
             assert!(log.contains("done"), "{name}: {log}");
-            let _ = wait_state(&mut rt, &id, proto::ContainerState::ContainerRunning).await;
             // The container's process and an exec'd one alike.
-            let out = exec(
+            let (_, out) = exec_sh(
                 &mut rt,
                 &id,
                 "cat /proc/1/attr/current /proc/self/attr/current",
@@ -161,39 +159,4 @@ fn containers_run_under_the_profile_they_ask_for() {
     });
     drop(daemon);
     drop(reg);
-}
-
-async fn start(
-    rt: &mut RuntimeServiceClient<Channel>,
-    sb: &str,
-    pod: &proto::PodSandboxConfig,
-    c: proto::ContainerConfig,
-) -> String {
-    let id = ok(rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb.into(),
-            config: Some(c),
-            sandbox_config: Some(pod.clone()),
-        })
-        .await)
-    .into_inner()
-    .container_id;
-    ok(rt
-        .start_container(proto::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await);
-    id
-}
-
-async fn exec(rt: &mut RuntimeServiceClient<Channel>, id: &str, script: &str) -> String {
-    let r = ok(rt
-        .exec_sync(proto::ExecSyncRequest {
-            container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 20,
-        })
-        .await)
-    .into_inner();
-    String::from_utf8_lossy(&r.stdout).into_owned()
 }

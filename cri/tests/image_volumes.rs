@@ -6,14 +6,13 @@
 mod common;
 
 use common::{
-    block_on, channel, container_config, ok, pull, registry_and_daemon, run_sandbox,
+    block_on, channel, container_config, exec_sh, ok, pull, registry_and_daemon, run_sandbox,
     sandbox_config, wait_state, Daemon,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
 use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
 use podctl_tests::fixtures::Published;
-use tonic::transport::Channel;
 
 #[test]
 fn image_volumes_mount_read_only_and_go_away_with_the_container() {
@@ -34,25 +33,6 @@ fn volume(path: &str, image_id: &str, user: &str, sub: &str) -> proto::Mount {
         image_sub_path: sub.into(),
         ..Default::default()
     }
-}
-
-async fn exec(rt: &mut RuntimeServiceClient<Channel>, id: &str, script: &str) -> (i32, String) {
-    let r = ok(rt
-        .exec_sync(proto::ExecSyncRequest {
-            container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 20,
-        })
-        .await)
-    .into_inner();
-    (
-        r.exit_code,
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&r.stdout),
-            String::from_utf8_lossy(&r.stderr)
-        ),
-    )
 }
 
 /// Image-volume overlays the daemon has mounted (from /proc/self/mountinfo).
@@ -177,8 +157,7 @@ async fn run(pubd: &Published, daemon: &Daemon) {
     wait_state(&mut rt, &c, proto::ContainerState::ContainerRunning).await;
 
     // The layers are stacked with their whiteouts and opaque directories.
-    let (code, out) = exec(
-        &mut rt,
+    let (code, out) = exec_sh(&mut rt,
         &c,
         "cat /mnt/vol/replaced /mnt/vol/a/keep /mnt/vol/dir/sub/fresh /mnt/sub/fresh /mnt/one/arch; \
          ls /mnt/vol/doomed /mnt/vol/a/gone /mnt/vol/dir/old1 /mnt/sub/old2 2>/dev/null; \
@@ -196,11 +175,11 @@ async fn run(pubd: &Published, daemon: &Daemon) {
         "/mnt/sub/fresh",
         "/mnt/one/x",
     ] {
-        let (code, out) = exec(&mut rt, &c, &format!("echo x > {target}")).await;
+        let (code, out) = exec_sh(&mut rt, &c, &format!("echo x > {target}")).await;
         assert_ne!(code, 0, "writing {target} succeeded: {out}");
         assert!(out.contains("Read-only file system"), "{target}: {out}");
     }
-    let (code, out) = exec(&mut rt, &c, "grep ' /mnt/vol ' /proc/mounts").await;
+    let (code, out) = exec_sh(&mut rt, &c, "grep ' /mnt/vol ' /proc/mounts").await;
     assert_eq!(code, 0, "{out}");
     assert!(
         out.split_whitespace()
@@ -210,7 +189,7 @@ async fn run(pubd: &Published, daemon: &Daemon) {
     );
     // The container's own root stays writable.
     assert_eq!(
-        exec(&mut rt, &c, "echo ok > /tmp/f && cat /tmp/f").await,
+        exec_sh(&mut rt, &c, "echo ok > /tmp/f && cat /tmp/f").await,
         (0, "ok\n".into())
     );
 

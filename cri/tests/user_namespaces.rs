@@ -10,14 +10,13 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use common::{
-    block_on, channel, container_config, ok, pull, registry_and_daemon, run_sandbox,
-    sandbox_config, stop_and_remove_sandbox, Daemon,
+    block_on, channel, container_config, exec_sh, ok, pull, registry_and_daemon, run_container,
+    run_sandbox, sandbox_config, stop_and_remove_sandbox, Daemon,
 };
 use podctl_cri::proto;
 use podctl_cri::proto::image_service_client::ImageServiceClient;
 use podctl_cri::proto::runtime_service_client::RuntimeServiceClient;
 use podctl_tests::fixtures::Published;
-use tonic::transport::Channel;
 
 /// The host IDs the pod's root maps to.
 const HOST_ID: u32 = 431_072;
@@ -50,25 +49,6 @@ fn userns(mode: proto::NamespaceMode, host_id: u32) -> proto::NamespaceOption {
         }),
         ..Default::default()
     }
-}
-
-async fn exec(rt: &mut RuntimeServiceClient<Channel>, id: &str, script: &str) -> (i32, String) {
-    let r = ok(rt
-        .exec_sync(proto::ExecSyncRequest {
-            container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 20,
-        })
-        .await)
-    .into_inner();
-    (
-        r.exit_code,
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&r.stdout),
-            String::from_utf8_lossy(&r.stderr)
-        ),
-    )
 }
 
 fn uid_of_process(pid: u32) -> u32 {
@@ -141,24 +121,11 @@ async fn run(pubd: &Published, daemon: &Daemon) {
         host_path: vol.display().to_string(),
         ..Default::default()
     }];
-    let id = ok(rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb.clone(),
-            config: Some(c),
-            sandbox_config: Some(pod.clone()),
-        })
-        .await)
-    .into_inner()
-    .container_id;
-    ok(rt
-        .start_container(proto::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await);
+    let id = run_container(&mut rt, &sb, &pod, c).await;
 
     // Inside: root of a namespace mapped to HOST_ID.., owning the image's
     // files, the pod's /etc files and the volume.
-    let (code, out) = exec(
+    let (code, out) = exec_sh(
         &mut rt,
         &id,
         "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g; \
@@ -220,21 +187,14 @@ async fn run(pubd: &Published, daemon: &Daemon) {
     // Another pod, with the host's user namespace, sees the host's IDs.
     let plain = sandbox_config("plain", 0, &logs);
     let sb2 = run_sandbox(&mut rt, &plain).await;
-    let c2 = ok(rt
-        .create_container(proto::CreateContainerRequest {
-            pod_sandbox_id: sb2.clone(),
-            config: Some(container_config("plain", &busybox, "sleep 3600")),
-            sandbox_config: Some(plain.clone()),
-        })
-        .await)
-    .into_inner()
-    .container_id;
-    ok(rt
-        .start_container(proto::StartContainerRequest {
-            container_id: c2.clone(),
-        })
-        .await);
-    let (code, out) = exec(&mut rt, &c2, "cat /proc/self/uid_map").await;
+    let c2 = run_container(
+        &mut rt,
+        &sb2,
+        &plain,
+        container_config("plain", &busybox, "sleep 3600"),
+    )
+    .await;
+    let (code, out) = exec_sh(&mut rt, &c2, "cat /proc/self/uid_map").await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         out.split_whitespace().collect::<Vec<_>>(),

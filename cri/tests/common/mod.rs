@@ -137,6 +137,31 @@ pub async fn run_container(
     id
 }
 
+/// ExecSync of `sh -c script` (20 s timeout): its exit code and its
+/// stdout followed by its stderr.
+pub async fn exec_sh(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    script: &str,
+) -> (i32, String) {
+    let r = ok(rt
+        .exec_sync(proto::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 20,
+        })
+        .await)
+    .into_inner();
+    (
+        r.exit_code,
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&r.stdout),
+            String::from_utf8_lossy(&r.stderr)
+        ),
+    )
+}
+
 pub fn start_daemon(pubd: &Published) -> Daemon {
     start_with_config(pubd, "cgroup_parent = \"/podctl-cri-test\"\n")
 }
