@@ -105,6 +105,7 @@ pub mod security;
 mod shim;
 mod spec;
 pub mod status_index;
+mod sys;
 mod systemd;
 mod update;
 mod user;

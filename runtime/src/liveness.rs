@@ -1,7 +1,7 @@
 //! Whether a process is still running, as status and list calls ask of
 //! every container and sandbox.
 
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// Whether a process exists and is not a zombie.
 pub(crate) fn process_alive(pid: i32) -> bool {
@@ -28,14 +28,7 @@ fn pidfd_exited(pid: i32) -> Option<bool> {
 pub(crate) fn open_pidfd(pid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a PID and flags and returns a new file
     // descriptor or -1; it touches no memory of ours.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fd = i32::try_from(fd).map_err(std::io::Error::other)?;
-    // SAFETY: the kernel just returned this descriptor to us; nothing else
-    // owns it, and the OwnedFd closes it once.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    crate::sys::owned_fd(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })
 }
 
 /// Whether the process of a pidfd has ended (a zombie counts), by a poll

@@ -12,7 +12,7 @@
 //! dir belongs to the pod's root user on the host, so what the container
 //! writes is owned by the IDs it maps to.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -172,7 +172,7 @@ pub fn idmapped_clone(src: &Path, target: &Path, userns: &Path) -> Result<()> {
             libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as u32,
         )
     };
-    let tree = owned(fd).ctx("open_tree", src)?;
+    let tree = crate::sys::owned_fd(fd).ctx("open_tree", src)?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP,
         attr_clr: 0,
@@ -366,16 +366,6 @@ fn cpath(p: &Path) -> Result<std::ffi::CString> {
     std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| RuntimeError::Config {
         reason: format!("path {} contains a NUL byte", p.display()),
     })
-}
-
-fn owned(fd: libc::c_long) -> std::io::Result<OwnedFd> {
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fd = i32::try_from(fd).map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
-    // SAFETY: the kernel just returned this descriptor to us; nothing else
-    // owns it, and the OwnedFd closes it once.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
