@@ -36,7 +36,12 @@ const PROFILES: &str = "/sys/kernel/security/apparmor/profiles";
 
 /// Whether AppArmor is enabled and profiles can be loaded here.
 pub fn host_supports() -> bool {
-    std::fs::read_to_string(ENABLED).is_ok_and(|s| s.starts_with('Y')) && parser().is_some()
+    enabled() && parser().is_some()
+}
+
+/// Whether the kernel has AppArmor enabled.
+fn enabled() -> bool {
+    std::fs::read_to_string(ENABLED).is_ok_and(|s| s.starts_with('Y'))
 }
 
 fn parser() -> Option<PathBuf> {
@@ -70,7 +75,7 @@ pub(crate) fn profile_for(id: &str, asked: &AppArmor, privileged: bool) -> Resul
             if name.is_empty() || name.contains(['\n', '\0']) {
                 return Err(refuse("not a profile name"));
             }
-            if !std::fs::read_to_string(ENABLED).is_ok_and(|s| s.starts_with('Y')) {
+            if !enabled() {
                 return Err(refuse("AppArmor is not enabled on this node"));
             }
             if !loaded(name) {
