@@ -5,7 +5,7 @@
 //! deadline and writes the exit status to a file.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,16 +60,24 @@ impl Runtime {
     /// and working directory; capture its output; kill it after `timeout`
     /// (zero means no timeout).
     pub fn exec_sync(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult> {
-        self.check_exec(id, cmd)?;
-        let tag = &crate::container::new_id()?[..16];
-        let dir = self.dir(id);
-        let proc_path = dir.join(format!("exec-{tag}.json"));
-        let status_path = dir.join(format!("exec-{tag}.status"));
-        self.write_process(id, cmd, &proc_path)?;
+        let (proc_path, status_path) = self.prepare_exec(id, cmd)?;
         let res = self.run_exec(id, &proc_path, &status_path, timeout);
         let _ = std::fs::remove_file(&proc_path);
         let _ = std::fs::remove_file(&status_path);
         res
+    }
+
+    /// Check the exec ([`Runtime::check_exec`]) and write its process
+    /// file: the paths of that file and of the exit status the shim will
+    /// write, both in the container's directory under a fresh tag.
+    fn prepare_exec(&self, id: &str, cmd: &[String]) -> Result<(PathBuf, PathBuf)> {
+        self.check_exec(id, cmd)?;
+        let tag = &crate::container::new_id()?[..16];
+        let dir = self.dir(id);
+        let process = dir.join(format!("exec-{tag}.json"));
+        let status = dir.join(format!("exec-{tag}.status"));
+        self.write_process(id, cmd, &process)?;
+        Ok((process, status))
     }
 
     /// Refuse an exec into a container that is not running (saying how it
@@ -130,12 +138,7 @@ impl Runtime {
         stdin: bool,
         tty: bool,
     ) -> Result<PreparedExec> {
-        self.check_exec(id, cmd)?;
-        let tag = &crate::container::new_id()?[..16];
-        let dir = self.dir(id);
-        let process = dir.join(format!("exec-{tag}.json"));
-        let status = dir.join(format!("exec-{tag}.status"));
-        self.write_process(id, cmd, &process)?;
+        let (process, status) = self.prepare_exec(id, cmd)?;
         let mut command = Command::new(&self.shim);
         command
             .arg("exec")
@@ -152,7 +155,8 @@ impl Runtime {
         }
         let mut resize = None;
         if tty {
-            let fifo = dir.join(format!("exec-{tag}.resize"));
+            // exec-<tag>.resize, beside the process file.
+            let fifo = process.with_extension("resize");
             nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(
                 |e| RuntimeError::Container {
                     id: id.into(),
