@@ -20,6 +20,11 @@
 //! bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
 //! # conf_template = "/etc/podctl/cni.template"  # rendered with {{.PodCIDR}} on UpdateRuntimeConfig
 //!
+//! [nri]                             # NRI plugins (off by default)
+//! enable = true
+//! socket = "/var/run/nri/nri.sock"
+//! request_timeout_ms = 2000
+//!
 //! [registry.hosts."docker.io"]
 //! mirrors = ["http://127.0.0.1:5000"]
 //! [registry.hosts."127.0.0.1:5000"]
@@ -86,6 +91,7 @@ pub struct CriConfig {
     /// The shim binary (next to the daemon's executable when unset).
     pub shim: Option<PathBuf>,
     pub cni: CniSection,
+    pub nri: crate::nri::NriSection,
     pub registry: RegistryConfig,
 }
 
@@ -107,6 +113,7 @@ impl Default for CriConfig {
             gc_interval_secs: 300,
             shim: None,
             cni: CniSection::default(),
+            nri: Default::default(),
             registry: RegistryConfig::default(),
         }
     }

@@ -11,6 +11,7 @@ use podctl_runtime::{ContainerState, ContainerStatus};
 use crate::container_filter;
 use crate::error::{CriError, Result};
 use crate::image_volume;
+use crate::nri::api::Event;
 use crate::proto;
 use crate::records::ContainerRecord;
 use crate::sandbox::{is_full_id, resolve};
@@ -130,6 +131,7 @@ impl CriService {
         if self.config().pids_limit > 0 {
             rc.resources.pids_limit = Some(self.config().pids_limit);
         }
+        let _gate = self.nri_gate().await;
         let sid = sandbox_id.clone();
         let id = match self
             .blocking(move |i| Ok(i.runtime.create_container(&sid, rc)?))
@@ -142,6 +144,17 @@ impl CriService {
             }
         };
         podctl_runtime::failpoint::hit("create_container.runtime_created");
+        if let Err(e) = self.nri_create_container(&sandbox_id, &id, &config).await {
+            let cid = id.clone();
+            if let Err(re) = self
+                .blocking(move |i| Ok(i.runtime.remove_container(&cid)?))
+                .await
+            {
+                tracing::warn!(%id, error = %re, "removing a container an NRI plugin refused");
+            }
+            image_volume::release(&image_volumes);
+            return Err(e);
+        }
         let image_ref = img
             .repo_digests
             .first()
@@ -165,17 +178,26 @@ impl CriService {
             image_volume::release(&rec.image_volumes);
             return Err(e);
         }
+        drop(_gate);
         self.emit(event(
             proto::ContainerEventType::ContainerCreatedEvent,
             &id,
             &sandbox_id,
         ));
+        if let Err(e) = self
+            .nri_container_event(Event::PostCreateContainer, &rec)
+            .await
+        {
+            tracing::warn!(%id, error = %e, "NRI PostCreateContainer");
+        }
         Ok(id)
     }
 
     pub(crate) async fn start_container(&self, id: &str) -> Result<()> {
         let id = self.container_id(id)?;
         let rec = self.inner.records.container(&id)?;
+        self.nri_container_event(Event::StartContainer, &rec)
+            .await?;
         let cid = id.clone();
         self.blocking(move |i| Ok(i.runtime.start_container(&cid)?))
             .await?;
@@ -184,6 +206,12 @@ impl CriService {
             &id,
             &rec.sandbox_id,
         ));
+        if let Err(e) = self
+            .nri_container_event(Event::PostStartContainer, &rec)
+            .await
+        {
+            tracing::warn!(%id, error = %e, "NRI PostStartContainer");
+        }
         Ok(())
     }
 
@@ -204,6 +232,9 @@ impl CriService {
                 Ok(before != ContainerState::Exited)
             })
             .await;
+        if was_running.is_ok() {
+            self.nri_container_stopped(&id).await;
+        }
         match was_running {
             Ok(true) => {
                 let sb = self
@@ -245,6 +276,7 @@ impl CriService {
         // Its processes are gone: the image volumes it used are free.
         if let Some(r) = &rec {
             image_volume::release(&r.image_volumes);
+            self.nri_container_removing(r).await;
         }
         self.inner.records.remove_container(&id)?;
         // The answer need not wait for the shim's delete, the unmount and

@@ -38,6 +38,13 @@ pub enum CriError {
     Unimplemented(String),
     #[error("{0}")]
     Internal(String),
+    /// An NRI plugin refused a lifecycle event.
+    #[error("NRI plugin {plugin} refused {event}: {reason}")]
+    Nri {
+        plugin: String,
+        event: &'static str,
+        reason: String,
+    },
 }
 
 pub type Result<T, E = CriError> = std::result::Result<T, E>;

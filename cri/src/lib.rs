@@ -21,6 +21,7 @@ mod image_volume;
 mod images;
 mod metrics;
 mod netcheck;
+pub mod nri;
 mod records;
 mod runtime_service;
 mod sandbox;
@@ -43,6 +44,7 @@ pub mod proto {
 
 pub use config::{CniSection, CriConfig};
 pub use error::{CriError, Result};
+pub use nri::NriSection;
 pub use runtime_service::{RUNTIME_API_VERSION, RUNTIME_NAME};
 pub use service::{CriService, StreamUrls};
 pub use stream_backend::RuntimeBackend;

@@ -82,12 +82,24 @@ impl CriService {
             rc.resources.get_or_insert_with(Default::default).pids_limit =
                 Some(self.config().pod_pids_limit);
         }
+        let _gate = self.nri_gate().await;
         // The claim keeps collectors (crate::collect, in any process) off
         // the sandbox until its record is written.
         let (sb, claim) = self
             .blocking(move |i| Ok(i.runtime.run_sandbox_claimed(rc)?))
             .await?;
         podctl_runtime::failpoint::hit("run_sandbox.runtime_created");
+        if let Err(e) = self.nri_run_pod(&sb.id, &config, &runtime_handler).await {
+            drop(claim);
+            let id = sb.id.clone();
+            if let Err(re) = self
+                .blocking(move |i| Ok(i.runtime.remove_sandbox(&id)?))
+                .await
+            {
+                tracing::warn!(id = %sb.id, error = %re, "removing a sandbox an NRI plugin refused");
+            }
+            return Err(e);
+        }
         let rec = SandboxRecord {
             id: sb.id.clone(),
             config,
@@ -165,6 +177,7 @@ impl CriService {
                 tracing::warn!(container = %c, error = %e, "stopping container of sandbox");
             }
         }
+        self.nri_pod_stopping(&id).await;
         self.blocking(move |i| Ok(i.runtime.stop_sandbox(&id)?))
             .await
     }
@@ -192,6 +205,7 @@ impl CriService {
         self.blocking(move |i| Ok(i.runtime.remove_sandbox(&sid)?))
             .await?;
         podctl_runtime::failpoint::hit("remove_pod_sandbox.runtime_removed");
+        self.nri_pod_removing(&id).await;
         self.inner.records.remove_sandbox(&id)
     }
 

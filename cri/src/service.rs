@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     pub pod_cidr: Mutex<String>,
     /// Last (time, cumulative CPU ns) per container or pod, for rates.
     pub cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
+    /// NRI plugins, once [`CriService::start_nri`] listens for them.
+    pub nri: OnceLock<Arc<crate::nri::Nri>>,
 }
 
 impl CriService {
@@ -80,6 +82,7 @@ impl CriService {
                 stream: OnceLock::new(),
                 pod_cidr: Mutex::new(String::new()),
                 cpu_samples: Mutex::new(HashMap::new()),
+                nri: OnceLock::new(),
             }),
         })
     }

@@ -159,6 +159,7 @@ pub async fn node(a: NodeArgs, log_root: PathBuf) -> anyhow::Result<()> {
     svc.watch_state();
     crate::stream::start(&svc).await?;
     svc.collect_periodically();
+    svc.start_nri().context("starting NRI")?;
     let listener = server::bind(&socket)?;
     let _socket = server::SocketFile::new(&socket);
     let cri_server = tokio::spawn(server::serve(

@@ -42,6 +42,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     svc.watch_state();
     crate::stream::start(&svc).await?;
     svc.collect_periodically();
+    svc.start_nri().context("starting NRI")?;
     let listener = server::bind(&socket)?;
     let _socket = server::SocketFile::new(&socket);
     let runtime = svc.runtime().clone();

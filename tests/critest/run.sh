@@ -59,6 +59,7 @@ mkdir -p "$WORK"
 chmod o+x "$WORK"
 WORK=$(cd "$WORK" && pwd)
 sock=$WORK/podctl.sock
+nri_sock=$WORK/nri.sock
 testbed_pid=
 podctl_pid=
 # Per-run bridge name and a /24 no route on this host overlaps: the machine
@@ -157,6 +158,8 @@ JSON
   if ! grep -q '^\[cni\]' <<<"${PODCTL_EXTRA:-}"; then
     printf '[cni]\nconf_dir = "%s"\n\n' "$WORK/cni"
   fi
+  # NRI on a socket of this run's own; critest's NRI specs connect there.
+  printf '[nri]\nenable = true\nsocket = "%s"\n\n' "$nri_sock"
   cat "$WORK/registry.toml"
 } >"$WORK/podctl.toml"
 echo "run.sh: starting podctl serve --config $WORK/podctl.toml"
@@ -176,6 +179,7 @@ echo "run.sh: running critest ($("$CRITEST" --version 2>/dev/null | grep -m1 ver
 set +e
 "$CRITEST" \
   --runtime-endpoint "unix://$sock" \
+  --nri-socket "$nri_sock" \
   --image-endpoint "unix://$sock" \
   --report-dir "$WORK/report" \
   --ginkgo.no-color \
