@@ -26,6 +26,7 @@ fuzz "-p podctl-cri --lib" spdy_frames 100000
 fuzz "-p podctl-cri --lib" spdy_headers 20000
 fuzz "-p podctl-cri --lib" cri_requests 200000
 fuzz "-p podctl-cri --lib" websocket_frames 100000
+fuzz "-p podctl-cri --lib" nri_frames 100000
 fuzz "-p podctl --bin podctl" pod_yaml 30000
 # A release build from scratch: minutes (see README), once per run.
 export PODCTL_README_TARGET=$PWD/target/readme-build

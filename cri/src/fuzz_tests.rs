@@ -172,3 +172,65 @@ fn fuzz_websocket_frames() {
         });
     });
 }
+
+/// A plugin's bytes on the NRI socket: mux frames of any connection and
+/// length carrying ttrpc messages of any kind. The connection answers
+/// only with well-formed responses, never panics, and ends when the
+/// plugin hangs up.
+#[test]
+fn fuzz_nri_frames() {
+    use crate::nri::{api, trunk::Trunk, wire};
+    use prost::Message as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tokens: &[&[u8]] = &[
+        b"\x00\x00\x00\x02",
+        b"\x00\x00\x00\x01",
+        b"\x00\x00\x00\x01\x01\x00",
+        b"nri.pkg.api.v1alpha1.Runtime",
+        b"RegisterPlugin",
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    fuzz::run("nri_frames", 5_000, tokens, |b| {
+        rt.block_on(async {
+            let (mut plugin, runtime) =
+                tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+            let (tx, _rx) = tokio::sync::oneshot::channel();
+            let t = Trunk::start(runtime, wire::PLUGIN_CONN, crate::nri::runtime_service(tx));
+            let input = b.to_vec();
+            let (mut r, mut w) = plugin.split();
+            let send = async move {
+                let _ = w.write_all(&input).await;
+                let _ = w.shutdown().await;
+            };
+            let mut replies = Vec::new();
+            let read = r.read_to_end(&mut replies);
+            let ends = async {
+                let (_, got) = tokio::join!(send, read);
+                t.closed().await;
+                got
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(10), ends)
+                .await
+                .unwrap_or_else(|_| panic!("the connection outlived its plugin's bytes"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut streams = wire::Reassembler::default();
+            let mut at = 0;
+            while at < replies.len() {
+                let h: [u8; wire::FRAME_HEADER] = replies[at..at + wire::FRAME_HEADER]
+                    .try_into()
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let (conn, len) = wire::frame_header(h).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(conn, wire::RUNTIME_CONN);
+                let p = &replies[at + wire::FRAME_HEADER..at + wire::FRAME_HEADER + len];
+                for m in streams.push(conn, p).unwrap_or_else(|e| panic!("{e}")) {
+                    assert_eq!(m.kind, wire::TYPE_RESPONSE);
+                    api::Response::decode(m.body.as_slice()).unwrap_or_else(|e| panic!("{e}"));
+                }
+                at += wire::FRAME_HEADER + len;
+            }
+        });
+    });
+}

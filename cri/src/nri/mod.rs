@@ -191,14 +191,14 @@ impl Nri {
 }
 
 /// What a connecting plugin said when it registered.
-struct Registration {
+pub(crate) struct Registration {
     name: String,
     idx: String,
 }
 
 /// The runtime's service on a plugin's connection: registration, and
 /// nothing else (podctl takes no unsolicited updates).
-fn runtime_service(tx: tokio::sync::oneshot::Sender<Registration>) -> Handler {
+pub(crate) fn runtime_service(tx: tokio::sync::oneshot::Sender<Registration>) -> Handler {
     let tx = Arc::new(Mutex::new(Some(tx)));
     Arc::new(move |req: api::Request| {
         let tx = tx.clone();
