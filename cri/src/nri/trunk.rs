@@ -103,6 +103,7 @@ impl Trunk {
     ) -> std::io::Result<()> {
         let mut streams = Reassembler::default();
         let mut payload = Vec::new();
+        let mut last_stream = 0;
         loop {
             let mut h = [0u8; wire::FRAME_HEADER];
             match read.read_exact(&mut h).await {
@@ -120,7 +121,7 @@ impl Trunk {
                 .map_err(std::io::Error::other)?
             {
                 match (conn == self.server_conn, msg.kind) {
-                    (true, TYPE_REQUEST) => self.serve(msg, &handler),
+                    (true, TYPE_REQUEST) => self.serve(msg, &handler, &mut last_stream),
                     (false, TYPE_RESPONSE) => self.answered(msg),
                     (_, kind) => tracing::debug!(conn, kind, "NRI: unexpected message dropped"),
                 }
@@ -128,14 +129,22 @@ impl Trunk {
         }
     }
 
-    fn serve(self: &Arc<Self>, msg: Message, handler: &Handler) {
+    fn serve(self: &Arc<Self>, msg: Message, handler: &Handler, last: &mut u32) {
         let me = self.clone();
+        // As ttrpc's servers: client streams are odd and increase.
+        let fresh = msg.stream % 2 == 1 && msg.stream > *last;
+        if fresh {
+            *last = msg.stream;
+        }
         let answer = match api::Request::decode(msg.body.as_slice()) {
-            Ok(req) => handler(req),
-            Err(e) => {
+            Ok(req) if fresh => handler(req),
+            r => {
                 let status = api::Status {
                     code: api::CODE_INVALID_ARGUMENT,
-                    message: format!("undecodable request: {e}"),
+                    message: match r {
+                        Err(e) => format!("undecodable request: {e}"),
+                        Ok(_) => format!("stream {} is not odd and increasing", msg.stream),
+                    },
                 };
                 Box::pin(async move {
                     api::Response {
@@ -195,7 +204,6 @@ impl Trunk {
         req: &Q,
         timeout: Duration,
     ) -> Result<A, CallError> {
-        let stream = self.next_stream.fetch_add(2, Ordering::Relaxed);
         let env = api::Request {
             service: service.into(),
             method: method.into(),
@@ -203,17 +211,29 @@ impl Trunk {
             timeout_nano: i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX),
         };
         let (tx, rx) = oneshot::channel();
-        locked(&self.pending).insert(stream, tx);
-        let msg = Message {
-            stream,
+        let mut msg = Message {
+            stream: 0,
             kind: TYPE_REQUEST,
             flags: 0,
             body: env.encode_to_vec(),
         };
-        if self.send(self.client_conn, &msg).await.is_err() {
-            locked(&self.pending).remove(&stream);
-            return Err(CallError::Closed);
-        }
+        // The stream ID is taken with the writer held: the peer requires
+        // the IDs it reads to increase.
+        let stream = {
+            let mut w = self.writer.lock().await;
+            if self.closed.is_cancelled() {
+                return Err(CallError::Closed);
+            }
+            msg.stream = self.next_stream.fetch_add(2, Ordering::Relaxed);
+            let bytes = wire::encode(self.client_conn, &msg)
+                .map_err(|e| CallError::Decode(e.to_string()))?;
+            locked(&self.pending).insert(msg.stream, tx);
+            if w.write_all(&bytes).await.is_err() {
+                locked(&self.pending).remove(&msg.stream);
+                return Err(CallError::Closed);
+            }
+            msg.stream
+        };
         let payload = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r?,
             Ok(Err(_)) => return Err(CallError::Closed),
@@ -256,5 +276,54 @@ pub fn ok(msg: &impl prost::Message) -> api::Response {
     api::Response {
         status: Some(api::Status::default()),
         payload: msg.encode_to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many calls at once on one connection: each answered, in whatever
+    /// order, by a server that refuses stream IDs that do not increase.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_calls_keep_stream_ids_increasing() {
+        let (a, b) = UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+        let echo: Handler = Arc::new(|req: api::Request| {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(u64::from(
+                    req.payload.len() as u8 % 5,
+                )))
+                .await;
+                ok(&api::RegisterPluginRequest {
+                    plugin_name: req.method,
+                    ..Default::default()
+                })
+            })
+        });
+        let refuse: Handler =
+            Arc::new(|req: api::Request| Box::pin(async move { unimplemented(&req) }));
+        let client = Trunk::start(a, wire::PLUGIN_CONN, refuse);
+        let _server = Trunk::start(b, wire::RUNTIME_CONN, echo);
+        let calls = (0..64).map(|i| {
+            let c = client.clone();
+            tokio::spawn(async move {
+                let r: Result<api::RegisterPluginRequest, CallError> = c
+                    .call(
+                        api::PLUGIN_SERVICE,
+                        &format!("m{i}"),
+                        &api::Empty {},
+                        Duration::from_secs(10),
+                    )
+                    .await;
+                (i, r)
+            })
+        });
+        for call in calls {
+            let (i, r) = call.await.unwrap_or_else(|e| panic!("{e}"));
+            match r {
+                Ok(a) => assert_eq!(a.plugin_name, format!("m{i}")),
+                Err(e) => panic!("call {i}: {e}"),
+            }
+        }
     }
 }
