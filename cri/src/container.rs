@@ -35,6 +35,16 @@ fn event(
     }
 }
 
+/// A container about to be made: its ID, pod, image and what NRI plugins
+/// set beyond its request.
+struct Made {
+    id: String,
+    sandbox_id: String,
+    img: podctl_images::ImageRecord,
+    lower: Vec<PathBuf>,
+    extras: crate::nri::adjust::RuntimeExtras,
+}
+
 impl CriService {
     /// Resolve a full ID or a unique prefix of a container ID.
     pub(crate) fn container_id(&self, id: &str) -> Result<String> {
@@ -97,6 +107,54 @@ impl CriService {
             e => e.into(),
         })?;
         let lower = self.inner.store.layer_dirs(&img)?;
+        // The ID is chosen first: NRI plugins hear of the container (and
+        // may adjust its request) before it exists.
+        let id = podctl_runtime::container::new_id()?;
+        let _gate = self.nri_gate().await;
+        let mut config = config;
+        let extras = self
+            .nri_create_container(&sandbox_id, &id, &mut config)
+            .await?;
+        let told = extras.is_some();
+        let made = Made {
+            id: id.clone(),
+            sandbox_id: sandbox_id.clone(),
+            img,
+            lower,
+            extras: extras.unwrap_or_default(),
+        };
+        let rec = match self.make_container(made, config, &sandbox_config).await {
+            Ok(rec) => rec,
+            Err(e) => {
+                if told {
+                    self.nri_create_undone(&sandbox_id, &id).await;
+                }
+                return Err(e);
+            }
+        };
+        drop(_gate);
+        self.emit(event(
+            proto::ContainerEventType::ContainerCreatedEvent,
+            &id,
+            &sandbox_id,
+        ));
+        if let Err(e) = self
+            .nri_container_event(Event::PostCreateContainer, &rec)
+            .await
+        {
+            tracing::warn!(%id, error = %e, "NRI PostCreateContainer");
+        }
+        Ok(id)
+    }
+
+    /// The container `m.id` made from `config` by the runtime, and its
+    /// record written; on failure nothing of it is left.
+    async fn make_container(
+        &self,
+        m: Made,
+        config: proto::ContainerConfig,
+        sandbox_config: &proto::PodSandboxConfig,
+    ) -> Result<ContainerRecord> {
         let log_path = match (
             sandbox_config.log_directory.as_str(),
             config.log_path.as_str(),
@@ -111,7 +169,11 @@ impl CriService {
         let (mounts, root, cname) = (
             std::mem::take(&mut run_cfg.mounts),
             self.config().root.clone(),
-            meta.name.clone(),
+            config
+                .metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default(),
         );
         let (mounts, image_volumes) = self
             .blocking(move |i| {
@@ -121,7 +183,7 @@ impl CriService {
             })
             .await?;
         run_cfg.mounts = mounts;
-        let mut rc = match runtime_container(&run_cfg, &sandbox_config, &img, lower, &log_path) {
+        let mut rc = match runtime_container(&run_cfg, sandbox_config, &m.img, m.lower, &log_path) {
             Ok(rc) => rc,
             Err(e) => {
                 image_volume::release(&image_volumes);
@@ -131,66 +193,41 @@ impl CriService {
         if self.config().pids_limit > 0 {
             rc.resources.pids_limit = Some(self.config().pids_limit);
         }
-        let _gate = self.nri_gate().await;
-        let sid = sandbox_id.clone();
-        let id = match self
-            .blocking(move |i| Ok(i.runtime.create_container(&sid, rc)?))
+        m.extras.apply(&mut rc);
+        let (sid, cid) = (m.sandbox_id.clone(), m.id.clone());
+        if let Err(e) = self
+            .blocking(move |i| Ok(i.runtime.create_container_as(&sid, &cid, rc)?))
             .await
         {
-            Ok(id) => id,
-            Err(e) => {
-                image_volume::release(&image_volumes);
-                return Err(e);
-            }
-        };
-        podctl_runtime::failpoint::hit("create_container.runtime_created");
-        if let Err(e) = self.nri_create_container(&sandbox_id, &id, &config).await {
-            let cid = id.clone();
-            if let Err(re) = self
-                .blocking(move |i| Ok(i.runtime.remove_container(&cid)?))
-                .await
-            {
-                tracing::warn!(%id, error = %re, "removing a container an NRI plugin refused");
-            }
             image_volume::release(&image_volumes);
             return Err(e);
         }
-        let image_ref = img
+        podctl_runtime::failpoint::hit("create_container.runtime_created");
+        let image_ref = m
+            .img
             .repo_digests
             .first()
             .cloned()
-            .unwrap_or_else(|| img.id.to_string());
+            .unwrap_or_else(|| m.img.id.to_string());
         let rec = ContainerRecord {
-            id: id.clone(),
-            sandbox_id: sandbox_id.clone(),
+            id: m.id.clone(),
+            sandbox_id: m.sandbox_id,
             resources: config.linux.as_ref().and_then(|l| l.resources.clone()),
             config,
-            image_id: img.id.to_string(),
+            image_id: m.img.id.to_string(),
             image_ref,
             log_path,
             image_volumes,
         };
         if let Err(e) = self.inner.records.put_container(&rec) {
-            let cid = id.clone();
+            let cid = m.id.clone();
             let _ = self
                 .blocking(move |i| Ok(i.runtime.remove_container(&cid)?))
                 .await;
             image_volume::release(&rec.image_volumes);
             return Err(e);
         }
-        drop(_gate);
-        self.emit(event(
-            proto::ContainerEventType::ContainerCreatedEvent,
-            &id,
-            &sandbox_id,
-        ));
-        if let Err(e) = self
-            .nri_container_event(Event::PostCreateContainer, &rec)
-            .await
-        {
-            tracing::warn!(%id, error = %e, "NRI PostCreateContainer");
-        }
-        Ok(id)
+        Ok(rec)
     }
 
     pub(crate) async fn start_container(&self, id: &str) -> Result<()> {

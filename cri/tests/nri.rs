@@ -38,6 +38,8 @@ struct Seen {
     refuse: HashSet<String>,
     /// Methods never answered.
     hang: HashSet<String>,
+    /// The answer to CreateContainer of a container of this name.
+    adjust: Option<(String, api::ContainerAdjustment)>,
 }
 
 struct Plugin {
@@ -78,6 +80,16 @@ fn plugin_service(seen_by: Arc<Mutex<Seen>>) -> Handler {
             };
             if hang {
                 std::future::pending::<()>().await;
+            }
+            if req.method == "CreateContainer" {
+                let g = seen(&s);
+                let name = g.events.last().map(|(_, _, c)| c.name.clone());
+                if let Some((_, a)) = g.adjust.as_ref().filter(|(n, _)| Some(n) == name.as_ref()) {
+                    return trunk::ok(&api::CreateContainerResponse {
+                        adjust: Some(a.clone()),
+                        ..Default::default()
+                    });
+                }
             }
             if refuse {
                 return api::Response {
@@ -179,6 +191,7 @@ fn nri_plugins_see_and_can_refuse_the_lifecycle() {
 
         lifecycle(&mut rt, &p, &sb, &pod, &busybox).await;
         refusals(&mut rt, &p, &sb, &pod, &busybox, &logs).await;
+        adjustments(&mut rt, &p, &sb, &pod, &busybox).await;
 
         // One StopPodSandbox however often the pod is stopped.
         for _ in 0..2 {
@@ -369,4 +382,128 @@ async fn refusals(
             pod_sandbox_id: again,
         })
         .await);
+}
+
+/// A plugin's adjustment at CreateContainer becomes the container's
+/// environment, command, annotations and resources; one podctl cannot
+/// apply fails the creation, naming what it was.
+async fn adjustments(
+    rt: &mut RuntimeServiceClient<Channel>,
+    p: &Plugin,
+    sb: &str,
+    pod: &proto::PodSandboxConfig,
+    image: &str,
+) {
+    let a = api::ContainerAdjustment {
+        env: vec![
+            api::KeyValue {
+                key: "FROM_NRI".into(),
+                value: "yes".into(),
+            },
+            api::KeyValue {
+                key: "-GREETING".into(),
+                value: String::new(),
+            },
+        ],
+        annotations: [("nri.example/added".to_string(), "1".to_string())].into(),
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo adjusted; exec sleep 3601".into(),
+        ],
+        linux: Some(api::LinuxContainerAdjustment {
+            resources: Some(api::LinuxResources {
+                memory: Some(api::LinuxMemory {
+                    limit: Some(api::OptionalInt64 { value: 96 << 20 }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    seen(&p.seen).adjust = Some(("adjusted".into(), a));
+    let id = run_container(
+        rt,
+        sb,
+        pod,
+        container_config("adjusted", image, "sleep 3600"),
+    )
+    .await;
+    let (code, out) = common::exec_sh(
+        rt,
+        &id,
+        "echo ${FROM_NRI}-${GREETING:-unset}; cat /proc/1/cmdline | tr '\\0' ' '",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out, "yes-unset\nsleep 3601 ",
+        "the environment and command as adjusted"
+    );
+    let st = ok(rt
+        .container_status(proto::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await)
+    .into_inner()
+    .status
+    .unwrap_or_default();
+    assert_eq!(
+        st.annotations.get("nri.example/added").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        st.resources
+            .and_then(|r| r.linux)
+            .map(|l| l.memory_limit_in_bytes),
+        Some(96 << 20)
+    );
+    let (_, limit) = common::exec_sh(
+        rt,
+        &id,
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+    )
+    .await;
+    assert_eq!(
+        limit.trim(),
+        (96u64 << 20).to_string(),
+        "the cgroup's limit"
+    );
+    ok(rt
+        .remove_container(proto::RemoveContainerRequest { container_id: id })
+        .await);
+
+    // OCI hooks are not podctl's to run: the creation fails, saying so,
+    // and the plugin hears the container is gone.
+    let hooks = api::ContainerAdjustment {
+        hooks: Some(vec![]),
+        ..Default::default()
+    };
+    seen(&p.seen).adjust = Some(("hooked".into(), hooks));
+    let e = rt
+        .create_container(proto::CreateContainerRequest {
+            pod_sandbox_id: sb.into(),
+            config: Some(container_config("hooked", image, "sleep 3600")),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a container with OCI hooks was created"));
+    assert!(
+        e.message()
+            .contains("adjusts hooks, which podctl does not apply"),
+        "{e}"
+    );
+    let hooked = seen(&p.seen)
+        .events
+        .iter()
+        .rev()
+        .find(|(m, _, c)| m == "CreateContainer" && c.name == "hooked")
+        .map(|(_, _, c)| c.id.clone())
+        .unwrap_or_default();
+    assert_eq!(p.about(&hooked), ["CreateContainer", "RemoveContainer"]);
+    seen(&p.seen).adjust = None;
 }

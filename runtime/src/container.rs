@@ -237,7 +237,20 @@ impl Runtime {
     /// Create a container in a pod: it joins the pod's network, IPC and UTS
     /// namespaces and mounts the pod's `/etc/hostname`, `/etc/hosts` and
     /// `/etc/resolv.conf`. Returns the container ID.
-    pub fn create_container(&self, sandbox_id: &str, mut cfg: ContainerConfig) -> Result<String> {
+    pub fn create_container(&self, sandbox_id: &str, cfg: ContainerConfig) -> Result<String> {
+        let id = new_id()?;
+        self.create_container_as(sandbox_id, &id, cfg)?;
+        Ok(id)
+    }
+
+    /// [`Runtime::create_container`] with the ID chosen by the caller
+    /// (from [`new_id`]); an ID in use is refused.
+    pub fn create_container_as(
+        &self,
+        sandbox_id: &str,
+        id: &str,
+        mut cfg: ContainerConfig,
+    ) -> Result<()> {
         let pod = self.sandbox_attachments(sandbox_id)?;
         for (kind, path) in pod.namespaces {
             cfg.namespaces.entry(kind).or_insert(path);
@@ -259,28 +272,46 @@ impl Runtime {
         if !cfg.env.iter().any(|e| e.starts_with("HOSTNAME=")) {
             cfg.env.insert(0, format!("HOSTNAME={}", cfg.hostname));
         }
-        self.create_in(Some(sandbox_id), cfg)
+        self.create_in(Some(sandbox_id), id, cfg)
     }
 
     /// Create a container outside any pod (its own namespaces, or those
     /// named in `cfg.namespaces`).
     pub fn create(&self, cfg: ContainerConfig) -> Result<String> {
-        self.create_in(None, cfg)
+        let id = new_id()?;
+        self.create_in(None, &id, cfg)?;
+        Ok(id)
     }
 
-    fn create_in(&self, sandbox: Option<&str>, cfg: ContainerConfig) -> Result<String> {
-        let id = new_id()?;
-        let _l = lock::exclusive(&self.locks(), &id)?;
-        let dir = self.dir(&id);
-        std::fs::create_dir_all(&dir).ctx("create", &dir)?;
-        let res = self.create_files(&id, sandbox, &dir, cfg);
+    fn create_in(&self, sandbox: Option<&str>, id: &str, cfg: ContainerConfig) -> Result<()> {
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RuntimeError::Container {
+                id: id.into(),
+                reason: "a container ID is 64 hexadecimal digits".into(),
+            });
+        }
+        let _l = lock::exclusive(&self.locks(), id)?;
+        let dir = self.dir(id);
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).ctx("create", parent)?;
+        }
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(RuntimeError::Container {
+                    id: id.into(),
+                    reason: "the ID is in use".into(),
+                })
+            }
+            r => r.ctx("create", &dir)?,
+        }
+        let res = self.create_files(id, sandbox, &dir, cfg);
         if let Err(e) = res {
             tracing::warn!(%id, error = %e, "create failed; cleaning up");
-            let _ = self.discard_unfinished(&id);
+            let _ = self.discard_unfinished(id);
             return Err(e);
         }
         tracing::info!(%id, ?sandbox, "container created");
-        Ok(id)
+        Ok(())
     }
 
     fn create_files(

@@ -260,3 +260,157 @@ impl Event {
         1 << (self as i32 - 1)
     }
 }
+
+/// CreateContainer's answer: what the plugin changes in the container
+/// (updates and evictions of other containers are read, not applied).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateContainerResponse {
+    #[prost(message, optional, tag = "1")]
+    pub adjust: Option<ContainerAdjustment>,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub update: Vec<Vec<u8>>,
+    #[prost(bytes = "vec", repeated, tag = "3")]
+    pub evict: Vec<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContainerAdjustment {
+    #[prost(map = "string, string", tag = "2")]
+    pub annotations: HashMap<String, String>,
+    #[prost(message, repeated, tag = "3")]
+    pub mounts: Vec<Mount>,
+    #[prost(message, repeated, tag = "4")]
+    pub env: Vec<KeyValue>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    pub hooks: Option<Vec<u8>>,
+    #[prost(message, optional, tag = "6")]
+    pub linux: Option<LinuxContainerAdjustment>,
+    #[prost(message, repeated, tag = "7")]
+    pub rlimits: Vec<PosixRlimit>,
+    #[prost(bytes = "vec", repeated, tag = "8")]
+    pub cdi_devices: Vec<Vec<u8>>,
+    #[prost(string, repeated, tag = "9")]
+    pub args: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LinuxContainerAdjustment {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub devices: Vec<Vec<u8>>,
+    #[prost(message, optional, tag = "2")]
+    pub resources: Option<LinuxResources>,
+    #[prost(string, tag = "3")]
+    pub cgroups_path: String,
+    #[prost(message, optional, tag = "4")]
+    pub oom_score_adj: Option<OptionalInt64>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    pub io_priority: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "6")]
+    pub seccomp_policy: Option<Vec<u8>>,
+    #[prost(bytes = "vec", repeated, tag = "7")]
+    pub namespaces: Vec<Vec<u8>>,
+    #[prost(map = "string, string", tag = "8")]
+    pub sysctl: HashMap<String, String>,
+    #[prost(map = "string, bytes", tag = "9")]
+    pub net_devices: HashMap<String, Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "10")]
+    pub scheduler: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "11")]
+    pub rdt: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "12")]
+    pub memory_policy: Option<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LinuxResources {
+    #[prost(message, optional, tag = "1")]
+    pub memory: Option<LinuxMemory>,
+    #[prost(message, optional, tag = "2")]
+    pub cpu: Option<LinuxCpu>,
+    #[prost(bytes = "vec", repeated, tag = "3")]
+    pub hugepage_limits: Vec<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "4")]
+    pub blockio_class: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    pub rdt_class: Option<Vec<u8>>,
+    #[prost(map = "string, string", tag = "6")]
+    pub unified: HashMap<String, String>,
+    #[prost(bytes = "vec", repeated, tag = "7")]
+    pub devices: Vec<Vec<u8>>,
+    #[prost(message, optional, tag = "8")]
+    pub pids: Option<LinuxPids>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LinuxMemory {
+    #[prost(message, optional, tag = "1")]
+    pub limit: Option<OptionalInt64>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub reservation: Option<Vec<u8>>,
+    #[prost(message, optional, tag = "3")]
+    pub swap: Option<OptionalInt64>,
+    #[prost(bytes = "vec", optional, tag = "4")]
+    pub kernel: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    pub kernel_tcp: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "6")]
+    pub swappiness: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "7")]
+    pub disable_oom_killer: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "8")]
+    pub use_hierarchy: Option<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LinuxCpu {
+    #[prost(message, optional, tag = "1")]
+    pub shares: Option<OptionalUInt64>,
+    #[prost(message, optional, tag = "2")]
+    pub quota: Option<OptionalInt64>,
+    #[prost(message, optional, tag = "3")]
+    pub period: Option<OptionalUInt64>,
+    #[prost(bytes = "vec", optional, tag = "4")]
+    pub realtime_runtime: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    pub realtime_period: Option<Vec<u8>>,
+    #[prost(string, tag = "6")]
+    pub cpus: String,
+    #[prost(string, tag = "7")]
+    pub mems: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LinuxPids {
+    #[prost(int64, tag = "1")]
+    pub limit: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OptionalInt64 {
+    #[prost(int64, tag = "1")]
+    pub value: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OptionalUInt64 {
+    #[prost(uint64, tag = "1")]
+    pub value: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyValue {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PosixRlimit {
+    #[prost(string, tag = "1")]
+    pub r#type: String,
+    #[prost(uint64, tag = "2")]
+    pub hard: u64,
+    #[prost(uint64, tag = "3")]
+    pub soft: u64,
+}

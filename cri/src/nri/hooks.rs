@@ -15,9 +15,10 @@ use std::time::Duration;
 use podctl_runtime::{ContainerState, SandboxState};
 use tokio::sync::OwnedRwLockReadGuard;
 
-use super::api::{self, Event};
+use super::adjust::{Adjuster, RuntimeExtras};
+use super::api::{self, CreateContainerResponse, Event};
 use super::{convert, locked, Nri};
-use crate::error::Result;
+use crate::error::{CriError, Result};
 use crate::proto;
 use crate::records::ContainerRecord;
 use crate::service::CriService;
@@ -168,24 +169,67 @@ impl CriService {
         locked(&nri.stopped_pods).remove(id);
     }
 
-    /// CreateContainer: the container exists, its record does not yet.
-    /// Adjustments plugins return are not applied.
+    /// CreateContainer, before the container exists (`id` is the ID it
+    /// will have): the plugins' adjustments are applied to `config`; what
+    /// they set beyond the request is returned. `None`: no plugin was told.
     pub(crate) async fn nri_create_container(
         &self,
         sandbox_id: &str,
         id: &str,
-        config: &proto::ContainerConfig,
-    ) -> Result<()> {
-        let Some(nri) = self.nri() else { return Ok(()) };
+        config: &mut proto::ContainerConfig,
+    ) -> Result<Option<RuntimeExtras>> {
+        let Some(nri) = self.nri() else {
+            return Ok(None);
+        };
         if !nri.wants(Event::CreateContainer) {
-            return Ok(());
+            return Ok(None);
         }
-        let st = self.inner.runtime.container_status(id).ok();
+        // A pod that is not ready gets no container, and its plugins hear
+        // of none.
+        self.inner.runtime.sandbox_attachments(sandbox_id)?;
         let req = api::ContainerRequest {
             pod: Some(self.nri_pod(sandbox_id)),
-            container: Some(convert::container(id, sandbox_id, config, st.as_ref())),
+            container: Some(convert::container(id, sandbox_id, config, None)),
         };
-        nri.dispatch(Event::CreateContainer, &req).await
+        let answers: Vec<(String, CreateContainerResponse)> =
+            nri.dispatch_with(Event::CreateContainer, &req).await?;
+        let mut adj = Adjuster::default();
+        for (plugin, r) in answers {
+            if !r.update.is_empty() || !r.evict.is_empty() {
+                tracing::warn!(%plugin, "NRI: updates and evictions of other containers are not applied");
+            }
+            let Some(a) = r.adjust else { continue };
+            if let Err(reason) = adj.apply(&plugin, a, config) {
+                self.nri_create_undone(sandbox_id, id).await;
+                return Err(CriError::Nri {
+                    plugin,
+                    event: Event::CreateContainer.method(),
+                    reason,
+                });
+            }
+        }
+        Ok(Some(adj.extras))
+    }
+
+    /// A container plugins were told of at CreateContainer was not made
+    /// after all: they hear of its removal.
+    pub(crate) async fn nri_create_undone(&self, sandbox_id: &str, id: &str) {
+        let Some(nri) = self.nri() else { return };
+        if !nri.wants(Event::RemoveContainer) {
+            return;
+        }
+        let req = api::ContainerRequest {
+            pod: Some(self.nri_pod(sandbox_id)),
+            container: Some(api::Container {
+                id: id.into(),
+                pod_sandbox_id: sandbox_id.into(),
+                state: api::ContainerState::Stopped as i32,
+                ..Default::default()
+            }),
+        };
+        if let Err(e) = nri.dispatch(Event::RemoveContainer, &req).await {
+            tracing::warn!(container = %id, error = %e, "NRI RemoveContainer");
+        }
     }
 
     /// A container event for a recorded container (PostCreate, Start,

@@ -7,9 +7,11 @@
 //! answer in time is dropped and the call goes on without it.
 //!
 //! Modules: [`wire`] (frames), [`trunk`] (one connection), [`api`] (the
-//! messages), [`convert`] (podctl's objects as NRI describes them),
+//! messages), [`adjust`] (what plugins change in a new container),
+//! [`convert`] (podctl's objects as NRI describes them),
 //! `hooks` (where the CRI calls meet the plugins).
 
+pub mod adjust;
 pub mod api;
 mod convert;
 mod hooks;
@@ -150,13 +152,24 @@ impl Nri {
     /// Tell every plugin subscribed to `ev`, in index order. The first
     /// refusal is returned; a plugin that is gone or silent is dropped.
     async fn dispatch(&self, ev: Event, req: &impl prost::Message) -> Result<()> {
+        let _: Vec<(String, api::Empty)> = self.dispatch_with(ev, req).await?;
+        Ok(())
+    }
+
+    /// [`Nri::dispatch`], returning each plugin's answer with its name.
+    async fn dispatch_with<A: prost::Message + Default>(
+        &self,
+        ev: Event,
+        req: &impl prost::Message,
+    ) -> Result<Vec<(String, A)>> {
+        let mut answers = Vec::new();
         let subscribed: Vec<Arc<Plugin>> = locked(&self.plugins)
             .iter()
             .filter(|p| p.events & ev.bit() != 0)
             .cloned()
             .collect();
         for p in subscribed {
-            let r: std::result::Result<api::Empty, CallError> = p
+            let r: std::result::Result<A, CallError> = p
                 .trunk
                 .call(
                     api::PLUGIN_SERVICE,
@@ -166,7 +179,7 @@ impl Nri {
                 )
                 .await;
             match r {
-                Ok(_) => {}
+                Ok(a) => answers.push((p.id.clone(), a)),
                 Err(CallError::Status { message, .. }) => {
                     return Err(CriError::Nri {
                         plugin: p.id.clone(),
@@ -181,7 +194,7 @@ impl Nri {
                 }
             }
         }
-        Ok(())
+        Ok(answers)
     }
 
     /// Record that `id` stopped; true the first time.
