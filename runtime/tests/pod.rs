@@ -103,6 +103,20 @@ fn two_containers_share_the_pod_network_and_hostname() {
     );
     let st = ok(rt.sandbox_status(&sb.id), "sandbox status");
     assert_eq!((st.state, st.pid), (SandboxState::Ready, Some(sb.pid)));
+    // Pause lives as the small watcher binary (no libcontainer mapped),
+    // in the pod's namespaces still.
+    let exe = ok(
+        std::fs::read_link(format!("/proc/{}/exe", sb.pid)),
+        "pause exe",
+    );
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", sb.pid)).unwrap_or_default();
+    assert_eq!(
+        (
+            exe.file_name().and_then(|n| n.to_str()),
+            String::from_utf8_lossy(&cmdline).as_ref()
+        ),
+        (Some("podctl-shim-watch"), "podctl-shim-watch\0pause\0")
+    );
 
     let logs = dir.path().join("logs");
     let container = |name: &str, script: &str| ContainerConfig {

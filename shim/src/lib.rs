@@ -21,6 +21,7 @@
 
 pub mod attach;
 pub mod logfmt;
+pub mod reaper;
 pub mod state;
 pub mod watch;
 

@@ -8,8 +8,6 @@ use std::path::PathBuf;
 
 use nix::fcntl::OFlag;
 use nix::sched::{unshare, CloneFlags};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe2, sethostname, setsid, ForkResult, Pid};
 
 use podctl_shim::state::write_atomic;
@@ -123,30 +121,23 @@ fn setup(a: &PauseArgs) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", a.dir.display()))
 }
 
-/// Sleep on signals: reap children, exit on TERM/INT.
+/// Live as the pod's pause process: as the small watcher binary next to
+/// this one when it is there (the long-lived process then maps no
+/// libcontainer), else in this process.
 fn run() -> ! {
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-    ] {
-        set.add(s);
-    }
-    let _ = set.thread_block();
-    loop {
-        match set.wait() {
-            Ok(Signal::SIGCHLD) => loop {
-                match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            },
-            Ok(_) => std::process::exit(0),
-            Err(_) => {}
+    let exe = std::fs::read_link("/proc/self/exe").unwrap_or_default();
+    let small = exe.with_file_name("podctl-shim-watch");
+    if let (Ok(path), Ok(argv0), Ok(mode)) = (
+        std::ffi::CString::new(small.as_os_str().as_encoded_bytes()),
+        std::ffi::CString::new("podctl-shim-watch"),
+        std::ffi::CString::new(podctl_shim::reaper::PAUSE_MODE),
+    ) {
+        if small.is_file() {
+            // Returns only on failure; the pod is then paused from here.
+            let _ = nix::unistd::execv(&path, &[argv0, mode]);
         }
     }
+    podctl_shim::reaper::run()
 }
 
 /// Our PID as the host sees it: inside a new PID namespace getpid() is 1,
