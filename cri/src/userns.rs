@@ -11,7 +11,7 @@ use crate::proto;
 /// map container ID 0; CONTAINER and TARGET are refused, as with
 /// containerd and CRI-O (Kubernetes asks for neither).
 pub(crate) fn pod_userns(nso: Option<&proto::NamespaceOption>) -> Result<Option<UserNs>> {
-    let Some(u) = nso.and_then(|o| o.userns_options.as_ref()) else {
+    let Some((o, u)) = nso.and_then(|o| o.userns_options.as_ref().map(|u| (o, u))) else {
         return Ok(None);
     };
     let what = "user namespace options";
@@ -29,15 +29,13 @@ pub(crate) fn pod_userns(nso: Option<&proto::NamespaceOption>) -> Result<Option<
         }
         Err(_) => return Err(CriError::invalid(what, format!("unknown mode {}", u.mode))),
     }
-    if let Some(o) = nso {
-        let node = proto::NamespaceMode::Node as i32;
-        for (ns, mode) in [("network", o.network), ("IPC", o.ipc), ("PID", o.pid)] {
-            if mode == node {
-                return Err(CriError::invalid(
-                    what,
-                    format!("mode POD cannot be combined with the host's {ns} namespace"),
-                ));
-            }
+    let node = proto::NamespaceMode::Node as i32;
+    for (ns, mode) in [("network", o.network), ("IPC", o.ipc), ("PID", o.pid)] {
+        if mode == node {
+            return Err(CriError::invalid(
+                what,
+                format!("mode POD cannot be combined with the host's {ns} namespace"),
+            ));
         }
     }
     let one = |maps: &[proto::IdMapping], kind: &str| match maps {

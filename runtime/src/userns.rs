@@ -120,10 +120,15 @@ pub(crate) fn pause_args(id: &str, cfg: &crate::sandbox::SandboxConfig) -> Resul
 }
 
 /// Whether this kernel has the new mount API that idmapped mounts need
-/// (`mount_setattr`, Linux 5.12). Asked once per call of
-/// `RuntimeService::Status`; a syscall refused for its arguments means it
-/// exists.
+/// (`mount_setattr`, Linux 5.12): probed once per process (the kernel
+/// does not change under it); a syscall refused for its arguments means
+/// it exists.
 pub fn supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(probe)
+}
+
+fn probe() -> bool {
     if !Path::new("/proc/self/ns/user").exists() {
         return false;
     }
