@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     block_on, channel, container_config, ok, pull, registry_and_daemon, run_container, run_sandbox,
-    sandbox_config, wait_state,
+    sandbox_config, stop_and_remove_sandbox, wait_state,
 };
 use podctl_cri::nri::api;
 use podctl_cri::nri::trunk::{self, Handler, Trunk};
@@ -194,18 +194,12 @@ fn nri_plugins_see_and_can_refuse_the_lifecycle() {
         adjustments(&mut rt, &p, &sb, &pod, &busybox).await;
 
         // One StopPodSandbox however often the pod is stopped.
-        for _ in 0..2 {
-            ok(rt
-                .stop_pod_sandbox(proto::StopPodSandboxRequest {
-                    pod_sandbox_id: sb.clone(),
-                })
-                .await);
-        }
         ok(rt
-            .remove_pod_sandbox(proto::RemovePodSandboxRequest {
+            .stop_pod_sandbox(proto::StopPodSandboxRequest {
                 pod_sandbox_id: sb.clone(),
             })
             .await);
+        stop_and_remove_sandbox(&mut rt, sb.clone()).await;
         assert_eq!(p.about(&sb), ["StopPodSandbox", "RemovePodSandbox"]);
         assert_eq!(
             p.about(&early),
@@ -219,16 +213,7 @@ fn nri_plugins_see_and_can_refuse_the_lifecycle() {
         let sb2 = run_sandbox(&mut rt, &sandbox_config("nri-after", 0, &logs)).await;
         assert!(t0.elapsed() < Duration::from_secs(10));
         wait_for("the silent plugin dropped", || p.trunk.is_closed()).await;
-        ok(rt
-            .stop_pod_sandbox(proto::StopPodSandboxRequest {
-                pod_sandbox_id: sb2.clone(),
-            })
-            .await);
-        ok(rt
-            .remove_pod_sandbox(proto::RemovePodSandboxRequest {
-                pod_sandbox_id: sb2,
-            })
-            .await);
+        stop_and_remove_sandbox(&mut rt, sb2).await;
     });
     drop(daemon);
     drop(reg);
@@ -372,16 +357,7 @@ async fn refusals(
     let again = ok(rt.run_pod_sandbox(run).await)
         .into_inner()
         .pod_sandbox_id;
-    ok(rt
-        .stop_pod_sandbox(proto::StopPodSandboxRequest {
-            pod_sandbox_id: again.clone(),
-        })
-        .await);
-    ok(rt
-        .remove_pod_sandbox(proto::RemovePodSandboxRequest {
-            pod_sandbox_id: again,
-        })
-        .await);
+    stop_and_remove_sandbox(rt, again).await;
 }
 
 /// A plugin's adjustment at CreateContainer becomes the container's

@@ -17,8 +17,8 @@ use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::api;
 use super::wire::{self, Message, Reassembler, TYPE_REQUEST, TYPE_RESPONSE};
+use super::{api, locked};
 
 /// Serves the requests that arrive on the connection this side serves.
 pub type Handler = Arc<dyn Fn(api::Request) -> BoxFuture<'static, api::Response> + Send + Sync>;
@@ -54,10 +54,6 @@ pub struct Trunk {
     pending: Pending,
     next_stream: AtomicU32,
     closed: CancellationToken,
-}
-
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Trunk {
