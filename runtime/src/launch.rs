@@ -40,9 +40,18 @@ impl Runtime {
         let (oom, oom_parent) = cgroup::oom_files(self.cfg.cgroup_driver, &m.cgroups_path);
         let oom = oom.map(|p| p.display().to_string());
         let oom_parent = oom_parent.map(|p| p.display().to_string());
+        let pod_dir = m
+            .sandbox_id
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| self.sandbox_dir(s).display().to_string());
         let mut args = vec![
             "--id", id, "--bundle", &dir_s, "--root", &root_s, "--dir", &dir_s, "--log", &log_s,
         ];
+        if let Some(p) = &pod_dir {
+            // One monitor per pod, in the sandbox's directory.
+            args.extend(["--pod-dir", p.as_str()]);
+        }
         if let Some(o) = &oom {
             args.extend(["--oom-file", o.as_str()]);
         }
@@ -62,9 +71,10 @@ impl Runtime {
             args.push("--tty");
         }
         shim::run(&self.shim, id, "create", &args)?;
-        // The monitor re-executes into its watcher after answering; wait
-        // until that reads the output, so that what the container prints
-        // first is in its log by the time the start is reported.
+        // The pod monitor marks the container watched before it answers;
+        // a monitor of an older podctl did so after answering: wait until
+        // it reads the output, so that what the container prints first is
+        // in its log by the time the start is reported.
         let marker = dir.join(podctl_shim::WATCHING_FILE);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         while !marker.exists() && std::time::Instant::now() < deadline {

@@ -59,18 +59,19 @@
 //! (cgroupfs driver) or a systemd scope. Inside a pod the container joins
 //! the pod's namespaces by path (`/proc/<pause>/ns/*`, the pinned netns).
 //!
-//! **Monitor.** `podctl-shim create` forks a monitor that leaves the
-//! caller's session (so killing whoever started it leaves the container
-//! running), becomes child subreaper, creates the container with
-//! libcontainer while holding its stdout/stderr pipes, then re-executes
-//! into `podctl-shim-watch` (a small binary shipped next to
-//! `podctl-shim`, without libcontainer; ~2 MiB RSS in release builds)
-//! that writes CRI-format log lines (`<RFC 3339 nano> stdout|stderr F|P
-//! <text>`, lines over 16 KiB split into `P` records), reopens the log on
-//! SIGUSR1 ([`Runtime::reopen_container_log`]), reaps the container and
-//! records the exit code, finish time and OOM kill (the cgroup's
-//! `oom_kill` counter) in `exit.json` before exiting. Status is derived
-//! purely from these files and `/proc`.
+//! **Monitor.** One monitor process per pod (`podctl-shim-watch monitor`,
+//! a small binary shipped next to `podctl-shim`, without libcontainer;
+//! ~2 MiB RSS in release builds), started by the pod's first
+//! `podctl-shim create` in a session of its own (so killing whoever
+//! started it leaves the containers running). It is child subreaper of
+//! every container of the pod, has each one made by a short-lived
+//! `podctl-shim build` (libcontainer) while it holds the stdout/stderr
+//! pipes, writes CRI-format log lines (`<RFC 3339 nano> stdout|stderr F|P
+//! <text>`, lines over 16 KiB split into `P` records), reopens the logs on
+//! SIGUSR1 ([`Runtime::reopen_container_log`]), reaps the containers and
+//! records each one's exit code, finish time and OOM kill (the cgroup's
+//! `oom_kill` counter) in `exit.json`; it exits when no container is left.
+//! Status is derived purely from these files and `/proc`.
 //!
 //! **Exec.** [`Runtime::exec_sync`] runs `podctl-shim exec`, which joins
 //! the container with libcontainer's tenant builder as the container's

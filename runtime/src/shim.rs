@@ -8,8 +8,9 @@ use crate::error::{Result, RuntimeError};
 
 /// The shim's file name.
 pub const SHIM: &str = "podctl-shim";
-/// The shim's watcher, shipped next to it (optional: without it the shim
-/// watches in-process, with more memory).
+/// The small binary of the long-lived processes (pod monitor, pause),
+/// shipped next to the shim (optional: without it the shim runs them
+/// itself, with more memory).
 pub const SHIM_WATCH: &str = "podctl-shim-watch";
 
 /// Where the shim is looked for, in order: the configured path alone if

@@ -165,6 +165,38 @@ fn two_containers_share_the_pod_network_and_hostname() {
             ("stdout", "F", "podhost")
         ]
     );
+    // One monitor holds both containers: the small binary in its monitor
+    // mode, outliving the client while the server runs.
+    let monitor_of = |id: &str| -> i32 {
+        std::fs::read_to_string(dir.path().join(format!("run/containers/{id}/monitor.pid")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let mon = monitor_of(&a);
+    assert_eq!(
+        (mon > 0, monitor_of(&b)),
+        (true, mon),
+        "one monitor per pod"
+    );
+    let exe = ok(
+        std::fs::read_link(format!("/proc/{mon}/exe")),
+        "monitor exe",
+    );
+    let cmdline = std::fs::read(format!("/proc/{mon}/cmdline")).unwrap_or_default();
+    assert_eq!(
+        exe.file_name().and_then(|n| n.to_str()),
+        Some("podctl-shim-watch")
+    );
+    assert!(
+        cmdline.starts_with(b"podctl-shim-watch\0monitor\0"),
+        "{:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    assert_eq!(
+        ok(rt.container_status(&a), "status").state,
+        ContainerState::Running
+    );
     let server_out = parse_log(&logs.join("server.log"));
     assert_eq!(server_out.first().map(|l| l.3.as_str()), Some("podhost"));
     assert_eq!(
@@ -221,6 +253,17 @@ fn two_containers_share_the_pod_network_and_hostname() {
         .map(|s| s.rsplit(')').next().unwrap_or("").trim().chars().next())
         .unwrap_or(Some('Z'));
     assert_eq!(state, Some('Z'), "pause stopped");
+    // With no container left, the pod's monitor ends.
+    let gone = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit(')').next().unwrap_or("").trim().starts_with('Z'))
+            .unwrap_or(true)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !gone(mon) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(gone(mon), "monitor {mon} still runs with no container");
     ok(rt.stop_sandbox(&sb.id), "stopping twice");
     let leased = |d: &Path| {
         std::fs::read_dir(d.join("ipam/podctl"))

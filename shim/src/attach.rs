@@ -42,7 +42,7 @@ pub struct Attach {
     tty: bool,
 }
 
-fn peer_is_root(s: &UnixStream) -> bool {
+pub fn peer_is_root(s: &UnixStream) -> bool {
     let mut cred = libc::ucred {
         pid: 0,
         uid: u32::MAX,

@@ -1,8 +1,9 @@
 //! `podctl-shim`: see the library documentation.
 //!
 //! ```text
-//! podctl-shim create --id ID --bundle DIR --root DIR --dir DIR --log FILE [--oom-file F] [--oom-parent F] [--systemd] [--stdin [--stdin-once]] [--tty]
-//! podctl-shim watch  --dir DIR --log FILE --pid N --stdout-fd N --stderr-fd N [--oom-file F]   (internal)
+//! podctl-shim create --id ID --bundle DIR --root DIR --dir DIR --log FILE [--pod-dir DIR] [--oom-file F] [--oom-parent F] [--systemd] [--stdin [--stdin-once]] [--tty]
+//! podctl-shim build  --id ID --bundle DIR --root DIR --stdin-fd N --stdout-fd N --stderr-fd N --ready-fd N [--systemd]   (internal: the pod monitor's)
+//! podctl-shim monitor --dir DIR --listen-fd N   (internal: the pod monitor, when podctl-shim-watch is missing)
 //! podctl-shim exec   --id ID --root DIR --process FILE --status FILE [--timeout-ms N] [--stdin] [--tty [--resize FIFO]]
 //! podctl-shim start  --id ID --root DIR
 //! podctl-shim kill   --id ID --root DIR --signal N [--all]
@@ -11,9 +12,9 @@
 //!                    [--uid-map C:H:L --gid-map C:H:L]   (a user namespace of its own)
 //! ```
 
+mod build;
 mod diag;
 mod exec;
-mod monitor;
 mod pause;
 
 use std::collections::HashMap;
@@ -81,27 +82,46 @@ fn run(raw: &[String]) -> Result<(), String> {
     let (cmd, rest) = raw.split_first().ok_or("missing subcommand")?;
     let a = Args::parse(rest)?;
     let id = a.values.get("id").cloned().unwrap_or_default();
-    if matches!(
-        cmd.as_str(),
-        "create" | "exec" | "start" | "kill" | "delete"
-    ) {
+    if matches!(cmd.as_str(), "build" | "exec" | "start" | "kill" | "delete") {
         diag::install();
     }
     match cmd.as_str() {
-        "create" => monitor::create(monitor::CreateArgs {
-            id: a.get("id")?.to_string(),
-            bundle: a.path("bundle")?,
-            root: a.path("root")?,
-            dir: a.path("dir")?,
-            log: a.path("log")?,
-            systemd: a.flag("systemd"),
-            oom_file: a.values.get("oom-file").map(PathBuf::from),
-            oom_parent: a.values.get("oom-parent").map(PathBuf::from),
-            stdin: a.flag("stdin"),
-            stdin_once: a.flag("stdin-once"),
-            tty: a.flag("tty"),
-        }),
-        "watch" => podctl_shim::watch::run(podctl_shim::watch::parse_args(rest)?),
+        "create" => build::create(
+            podctl_shim::podmon::request::CreateRequest {
+                id: a.get("id")?.to_string(),
+                bundle: a.path("bundle")?,
+                root: a.path("root")?,
+                dir: a.path("dir")?,
+                log: a.path("log")?,
+                systemd: a.flag("systemd"),
+                oom_file: a.values.get("oom-file").map(PathBuf::from),
+                oom_parent: a.values.get("oom-parent").map(PathBuf::from),
+                stdin: a.flag("stdin"),
+                stdin_once: a.flag("stdin-once"),
+                tty: a.flag("tty"),
+                shim: PathBuf::new(),
+            },
+            a.values
+                .get("pod-dir")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        ),
+        "build" => {
+            let fd = |k: &str| -> Result<i32, String> {
+                a.get(k)?.parse().map_err(|e| format!("--{k}: {e}"))
+            };
+            build::build(build::BuildArgs {
+                id: a.get("id")?.to_string(),
+                bundle: a.path("bundle")?,
+                root: a.path("root")?,
+                systemd: a.flag("systemd"),
+                stdin: fd("stdin-fd")?,
+                stdout: fd("stdout-fd")?,
+                stderr: fd("stderr-fd")?,
+                ready: fd("ready-fd")?,
+            })
+        }
+        "monitor" => podctl_shim::podmon::run(podctl_shim::podmon::parse_args(rest)?),
         "exec" => exec::run(exec::ExecArgs {
             id: a.get("id")?.to_string(),
             root: a.path("root")?,

@@ -29,6 +29,10 @@ pub struct Density {
     pub processes: usize,
     /// Proportional set size of those processes, summed.
     pub pss_kib: u64,
+    /// What a second container in every pod added to those processes
+    /// (count and PSS, summed over the pods).
+    pub extra_processes: isize,
+    pub extra_pss_kib: i64,
     pub daemon_rss_kib: u64,
     pub list_containers: Vec<Duration>,
     pub list_sandboxes: Vec<Duration>,
@@ -46,7 +50,7 @@ pub async fn measure(d: &Daemon, pods: usize) -> Result<Density> {
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             for i in (client..pods).step_by(CLIENTS) {
-                mine.push(ops::run_pod(&mut rt, 1000 + i, &logs).await?);
+                mine.push((1000 + i, ops::run_pod(&mut rt, 1000 + i, &logs).await?));
             }
             Ok::<_, String>(mine)
         }));
@@ -59,24 +63,8 @@ pub async fn measure(d: &Daemon, pods: usize) -> Result<Density> {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let mut rt = RuntimeServiceClient::new(ch.clone());
-    let mut set = BTreeSet::new();
-    for m in ops::monitors_of(d) {
-        set.insert(m);
-    }
-    for (sb, _) in &started {
-        let st = rt
-            .pod_sandbox_status(proto::PodSandboxStatusRequest {
-                pod_sandbox_id: sb.clone(),
-                verbose: true,
-            })
-            .await?
-            .into_inner();
-        if let Some(pid) = st.info.get("info").and_then(|i| sandbox_pid(i)) {
-            set.insert(pid);
-            set.extend(descendants(pid));
-        }
-    }
-    let pss_kib = set.iter().map(|p| pss_kib(*p)).sum();
+    let set = footprint(d, &mut rt, &started).await?;
+    let pss_kib: u64 = set.iter().map(|p| pss_kib(*p)).sum();
     let mut list_containers = Vec::new();
     let mut list_sandboxes = Vec::new();
     for _ in 0..LISTS {
@@ -98,13 +86,51 @@ pub async fn measure(d: &Daemon, pods: usize) -> Result<Density> {
     }
     let daemon_rss_kib = ops::rss_kib(d.child.id());
 
+    // A second container in every pod: what it adds besides its own
+    // processes. Removed again before the timed teardown.
+    let mut tasks = Vec::new();
+    for chunk in started.chunks(pods.div_ceil(CLIENTS).max(1)) {
+        let mut rt = RuntimeServiceClient::new(ch.clone());
+        let (chunk, logs) = (chunk.to_vec(), logs.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut extra = Vec::new();
+            for (i, (sb, _)) in &chunk {
+                extra.push(ops::add_container(&mut rt, sb, *i, &logs).await?);
+            }
+            Ok::<_, String>(extra)
+        }));
+    }
+    let mut extra = Vec::new();
+    for t in tasks {
+        extra.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let set2 = footprint(d, &mut rt, &started).await?;
+    let pss2: u64 = set2.iter().map(|p| self::pss_kib(*p)).sum();
+    let extra_processes = set2.len() as isize - set.len() as isize;
+    let extra_pss_kib = pss2 as i64 - pss_kib as i64;
+    let mut tasks = Vec::new();
+    for chunk in extra.chunks(pods.div_ceil(CLIENTS).max(1)) {
+        let mut rt = RuntimeServiceClient::new(ch.clone());
+        let chunk = chunk.to_vec();
+        tasks.push(tokio::spawn(async move {
+            for c in &chunk {
+                ops::drop_container(&mut rt, c).await?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for chunk in started.chunks(pods.div_ceil(CLIENTS).max(1)) {
         let mut rt = RuntimeServiceClient::new(ch.clone());
         let chunk = chunk.to_vec();
         tasks.push(tokio::spawn(async move {
-            for pod in &chunk {
+            for (_, pod) in &chunk {
                 stop_and_remove(&mut rt, pod).await?;
             }
             Ok::<_, String>(())
@@ -120,10 +146,35 @@ pub async fn measure(d: &Daemon, pods: usize) -> Result<Density> {
         teardown: t0.elapsed(),
         processes: set.len(),
         pss_kib,
+        extra_processes,
+        extra_pss_kib,
         daemon_rss_kib,
         list_containers,
         list_sandboxes,
     })
+}
+
+/// The pods' monitors and sandbox processes (with their children).
+async fn footprint(
+    d: &Daemon,
+    rt: &mut RuntimeServiceClient<Channel>,
+    started: &[(usize, (String, String))],
+) -> Result<BTreeSet<u32>> {
+    let mut set: BTreeSet<u32> = ops::monitors_of(d).into_iter().collect();
+    for (_, (sb, _)) in started {
+        let st = rt
+            .pod_sandbox_status(proto::PodSandboxStatusRequest {
+                pod_sandbox_id: sb.clone(),
+                verbose: true,
+            })
+            .await?
+            .into_inner();
+        if let Some(pid) = st.info.get("info").and_then(|i| sandbox_pid(i)) {
+            set.insert(pid);
+            set.extend(descendants(pid));
+        }
+    }
+    Ok(set)
 }
 
 async fn stop_and_remove(
@@ -206,4 +257,15 @@ pub fn report(ours: &Density, theirs: Option<&Density>) {
         "  (per pod: its monitors and its sandbox process with children, not the container's own processes;\n   \
          containerd's sandbox is critest's pause stand-in, a shell loop, heavier than the real pause)"
     );
+    println!("a second container in every pod adds, per pod:");
+    println!("{:<11} {:>10} {:>9}", "daemon", "processes", "PSS KiB");
+    for f in std::iter::once(ours).chain(theirs) {
+        let n = f.pods.max(1) as f64;
+        println!(
+            "{:<11} {:>10.2} {:>9.0}",
+            f.name,
+            f.extra_processes as f64 / n,
+            f.extra_pss_kib as f64 / n
+        );
+    }
 }

@@ -249,6 +249,56 @@ async fn start_pod(
     Ok((sb, c))
 }
 
+/// Start a second container, `extra`, in pod `i` (untimed); its ID.
+pub async fn add_container(
+    rt: &mut RuntimeServiceClient<Channel>,
+    sb: &str,
+    i: usize,
+    logs: &Path,
+) -> std::result::Result<String, String> {
+    let mut config = container();
+    config.metadata = Some(proto::ContainerMetadata {
+        name: "extra".into(),
+        attempt: 0,
+    });
+    config.log_path = "extra.log".into();
+    let c = rt
+        .create_container(proto::CreateContainerRequest {
+            pod_sandbox_id: sb.to_string(),
+            config: Some(config),
+            sandbox_config: Some(sandbox(i, logs)),
+        })
+        .await
+        .map_err(|e| format!("CreateContainer extra in pod {i}: {e}"))?
+        .into_inner()
+        .container_id;
+    rt.start_container(proto::StartContainerRequest {
+        container_id: c.clone(),
+    })
+    .await
+    .map_err(|e| format!("StartContainer extra in pod {i}: {e}"))?;
+    Ok(c)
+}
+
+/// Stop and remove a container (untimed).
+pub async fn drop_container(
+    rt: &mut RuntimeServiceClient<Channel>,
+    c: &str,
+) -> std::result::Result<(), String> {
+    rt.stop_container(proto::StopContainerRequest {
+        container_id: c.to_string(),
+        timeout: 0,
+    })
+    .await
+    .map_err(|e| format!("StopContainer {c}: {e}"))?;
+    rt.remove_container(proto::RemoveContainerRequest {
+        container_id: c.to_string(),
+    })
+    .await
+    .map_err(|e| format!("RemoveContainer {c}: {e}"))?;
+    Ok(())
+}
+
 /// The status and list calls, once each.
 async fn queries(
     rt: &mut RuntimeServiceClient<Channel>,
