@@ -16,8 +16,14 @@ use crate::ops::{self, Result};
 
 /// Concurrent CRI clients.
 pub const CLIENTS: usize = 4;
-/// Each list call is timed this many times with every pod running.
-const LISTS: usize = 10;
+/// Each list call is timed this many times with every pod running
+/// (`PODCTL_BENCH_LISTS`; more to profile the daemon meanwhile).
+fn lists() -> usize {
+    std::env::var("PODCTL_BENCH_LISTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+}
 
 pub struct Density {
     pub name: &'static str,
@@ -67,7 +73,7 @@ pub async fn measure(d: &Daemon, pods: usize) -> Result<Density> {
     let pss_kib: u64 = set.iter().map(|p| pss_kib(*p)).sum();
     let mut list_containers = Vec::new();
     let mut list_sandboxes = Vec::new();
-    for _ in 0..LISTS {
+    for _ in 0..lists() {
         let t = Instant::now();
         let n = rt
             .list_containers(proto::ListContainersRequest::default())
