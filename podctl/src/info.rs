@@ -185,13 +185,13 @@ fn shim(configured: Option<&Path>) -> Vec<Check> {
     };
     let watch = found.with_file_name(podctl_runtime::SHIM_WATCH);
     let w = if watch.is_file() {
-        ok("shim watcher", watch.display().to_string())
+        ok("shim small binary", watch.display().to_string())
     } else {
         bad(
-            "shim watcher",
+            "shim small binary",
             Verdict::Warn,
             format!(
-                "{} missing: each container's monitor keeps libcontainer's 6-8 MiB",
+                "{} missing: each pod's monitor and pause process keep libcontainer's 6-8 MiB",
                 watch.display()
             ),
             "install podctl-shim-watch next to podctl-shim (it is built with it)",
