@@ -73,10 +73,7 @@ impl Attach {
         tty: bool,
     ) -> std::io::Result<Attach> {
         let _ = std::fs::remove_file(dir.join(SOCKET));
-        std::env::set_current_dir(dir)?;
-        let bound = UnixListener::bind(SOCKET);
-        let _ = std::env::set_current_dir("/");
-        let listener = bound?;
+        let listener = crate::podmon::request::in_dir(dir, || UnixListener::bind(SOCKET))?;
         listener.set_nonblocking(true)?;
         Ok(Attach {
             listener,
